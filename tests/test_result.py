@@ -1,0 +1,101 @@
+"""Post-processing: user tags first, dedupe with aliases, caps, bans, captions, rendering."""
+
+import pytest
+
+from tipo.errors import RequestError
+from tipo.parse import parse_text
+from tipo.plan import plan
+from tipo.request import Request
+from tipo.result import BanList, finish
+from tipo.template import Preset, render_template
+
+
+def run(request, completion, template=None):
+    p = plan(request)
+    return finish(p, parse_text(p.prompt + completion), template=template, completion=completion)
+
+
+def test_user_tags_first_in_order_and_new_deduped_by_alias():
+    r = run(Request("smile, 1girl, long_hair", output="tags"), ", longhair, blue eyes, smile, flower")
+    assert r.user_tags["special"] == ("1girl",)
+    assert r.user_tags["general"] == ("smile", "long hair")
+    assert r.new_tags["general"] == ("blue eyes", "flower")
+    assert r.tags_text == "1girl, smile, long_hair, blue eyes, flower"
+
+
+def test_rendered_prompt_keeps_weights_lora_and_break():
+    r = run(Request("1girl, <lora:x:0.8>, (red dress:1.2), BREAK, garden", output="tags"), ", smile")
+    assert r.prompt == "1girl, <lora:x:0.8>, (red dress:1.2), BREAK, garden, smile"
+
+
+def test_new_tags_with_parentheses_are_escaped_in_the_prompt():
+    r = run(Request("1girl", output="tags"), ", marker (medium)")
+    assert "marker \\(medium\\)" in r.prompt
+
+
+def test_ban_is_whole_tag_in_every_category():
+    req = Request("1girl", output="tags", ban=("hat", "hatsune miku", "absurdres"))
+    r = run(req, ", hat, chat, hatsune miku, witch hat, absurdres")
+    assert "chat" in r.new_tags["general"] and "witch hat" in r.new_tags["general"]
+    assert "hat" not in r.new_tags["general"]
+    assert not r.new_tags["characters"] and not r.new_tags["meta"]
+    assert set(r.dropped) == {"hat", "hatsune miku", "absurdres"}
+
+
+def test_ban_matches_aliases_and_spelling():
+    bans = BanList(["long_hair"], [])
+    assert bans.matches("long hair") and bans.matches("longhair") and bans.matches("LONG HAIR")
+    assert not bans.matches("very long hair")
+
+
+def test_ban_regex_full_match_and_invalid_regex_error():
+    r = run(Request("1girl", output="tags", ban_regex=(r".*\beyes",)), ", blue eyes, eyeshadow, smile")
+    assert r.new_tags["general"] == ("eyeshadow", "smile")
+    with pytest.raises(RequestError, match="not a valid regular expression"):
+        Request("1girl", ban_regex=("(",))
+
+
+def test_user_tags_survive_even_when_banned():
+    r = run(Request("1girl, hat", output="tags", ban=("hat",)), ", smile")
+    assert "hat" in r.user_tags["general"]
+
+
+def test_length_cap_counts_tags_not_sentences():
+    completion = "".join(f", tag{i}" for i in range(100))
+    r = run(Request("1girl, smile", length="very_short", output="tags"), completion)
+    assert len(r.user_tags["special"]) + len(r.user_tags["general"]) + len(r.new_tags["general"]) == 18
+    assert len(r.dropped) == 100 - 16
+
+
+def test_caption_fields_and_placeholders():
+    r = run(Request("1girl"), ", smile\nlong: A girl smiles.\nShe is happy.")
+    assert r.long == "A girl smiles.\nShe is happy."
+    assert r.generated == r.long and r.extended == ""
+    assert r.caption_text == r.long
+    assert r.prompt == "1girl, smile\n\nA girl smiles.\nShe is happy."
+    r2 = run(Request(caption="a cat", caption_kind="short", output="caption"), " A cat sleeps.")
+    assert r2.short == "a cat" and r2.long == "A cat sleeps." and r2.extended == "A cat sleeps."
+
+
+def test_long_caption_is_kept():
+    cap = "A quiet harbor.\nBoats rest."
+    r = run(Request("boat", caption=cap, caption_kind="long"), ", harbor, water")
+    assert r.long == cap and r.plan.task_name == "long_to_tag"
+
+
+def test_template_presets_and_cleanup():
+    values = {"special": "1girl", "general": "smile", "quality": "", "extended": "", "generated": "A girl."}
+    assert render_template(Preset.TAGS.text, values) == "1girl, smile"
+    assert render_template(Preset.CAPTION_FIRST.text, values) == "A girl.\n\n1girl, smile"
+    assert render_template("<|quality|>, <|special|>,  , <|general|>", values) == "1girl, smile"
+    assert render_template("<|meta|>\n\n\n\n<|special|>", values) == "1girl"
+
+
+def test_unknown_placeholder_is_an_error():
+    with pytest.raises(RequestError, match="<\\|tagz\\|> is unknown"):
+        render_template("<|tagz|>", {})
+
+
+def test_trailing_s_is_never_stripped():
+    r = run(Request("1boy", output="tags"), ", glasses, headphones, shorts")
+    assert r.new_tags["general"] == ("glasses", "headphones", "shorts")

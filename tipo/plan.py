@@ -1,0 +1,307 @@
+"""Planning one model pass and building its exact input text (FORMAT.md sections 2 and 3).
+
+:func:`plan` turns a :class:`~tipo.request.Request` into a :class:`Plan`: the trained task
+that produces every wanted field in ONE pass, and the exact prompt text (without BOS) the
+TIPO weights expect.
+
+Example:
+    >>> from tipo.request import Request
+    >>> p = plan(Request("1girl, forest", length="short", output="tags"))
+    >>> print(p.prompt)
+    target: <|short|>
+    tag: 1girl, forest
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .errors import RequestError
+from .request import CaptionKind, Length, Output, Request
+from .syntax import ItemKind, PromptItem, parse_prompt
+from .tags import Category, TagTable, default_table, normalize
+
+__all__ = [
+    "META_KEYS",
+    "Field",
+    "Plan",
+    "Task",
+    "UserTag",
+    "UserTags",
+    "build_prompt",
+    "plan",
+    "read_user_tags",
+    "target_line",
+]
+
+
+class Task(str, enum.Enum):
+    """The composite tasks TIPO was trained on. Fields are split on ``_to_``."""
+
+    TAG_TO_LONG = "tag_to_long"
+    LONG_TO_TAG = "long_to_tag"
+    SHORT_TO_TAG = "short_to_tag"
+    SHORT_TO_LONG = "short_to_long"
+    TAG_TO_SHORT_TO_LONG = "tag_to_short_to_long"
+    SHORT_TO_TAG_TO_LONG = "short_to_tag_to_long"
+    SHORT_TO_LONG_TO_TAG = "short_to_long_to_tag"
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        """The task's fields in order; the first is the input."""
+        return tuple(Field(part) for part in self.value.split("_to_"))
+
+    @property
+    def token(self) -> str:
+        return f"<|{self.value}|>"
+
+
+class Field(str, enum.Enum):
+    TAG = "tag"
+    SHORT = "short"
+    LONG = "long"
+
+
+# Meta lines in the project's fixed order (training shuffled them; any order is in distribution).
+META_KEYS: tuple[tuple[Category, str], ...] = (
+    (Category.META, "meta"),
+    (Category.RATING, "rating"),
+    (Category.ARTIST, "artist"),
+    (Category.CHARACTERS, "characters"),
+    (Category.COPYRIGHTS, "copyrights"),
+    (Category.QUALITY, "quality"),
+)
+CONTENT_CATEGORIES = (Category.SPECIAL, Category.GENERAL)
+
+
+@dataclass(frozen=True)
+class UserTag:
+    """One of the user's tags: as the model sees it, where it goes, and where it came from."""
+
+    text: str  # normalised, as written (aliases are NOT rewritten in the model input)
+    key: str  # canonical spelling, used to find duplicates
+    category: Category
+    item_index: int  # index into UserTags.items (to restore weights and position)
+
+
+@dataclass(frozen=True)
+class UserTags:
+    """The user's tag text taken apart: host-syntax items and the deduplicated tags."""
+
+    source: str
+    items: tuple[PromptItem, ...]
+    tags: tuple[UserTag, ...]
+
+    def by_category(self, category: Category) -> list[str]:
+        return [t.text for t in self.tags if t.category is category]
+
+    @property
+    def content(self) -> list[str]:
+        """Tags for the ``tag:`` line: special tags first, then general, each in order."""
+        return self.by_category(Category.SPECIAL) + self.by_category(Category.GENERAL)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(t.key for t in self.tags)
+
+
+def read_user_tags(text: str, table: TagTable | None = None) -> UserTags:
+    """Parse the user's tag text: host syntax off, normalised, categorised, deduplicated.
+
+    Example:
+        >>> [t.text for t in read_user_tags("smile, 1girl, (smile:1.2), long_hair").tags]
+        ['smile', '1girl', 'long hair']
+    """
+    table = table or default_table()
+    items = parse_prompt(text, table.is_known)
+    seen: set[str] = set()
+    tags = []
+    for index, item in enumerate(items):
+        if item.kind is not ItemKind.TAG:
+            continue
+        norm = normalize(item.text)
+        if not norm:
+            continue
+        key = table.canonical(norm)
+        if key in seen:
+            continue
+        seen.add(key)
+        tags.append(UserTag(norm, key, table.category(norm), index))
+    return UserTags(text, items, tuple(tags))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One model pass: the task, the exact prompt (after BOS) and what the model must write.
+
+    Attributes:
+        task: the trained task, or None for plain tag expansion.
+        prompt: the exact model input text after BOS, no trailing newline.
+        open_field: the field the model writes first (continuing it when it has a prefix).
+        fields: the fields the model writes, in order (the open field first).
+        length: the size class.
+        request: the request planned.
+        user: the user's tags, taken apart.
+    """
+
+    task: Task | None
+    prompt: str
+    open_field: Field
+    fields: tuple[Field, ...]
+    length: Length
+    request: Request
+    user: UserTags
+    inputs: dict[Field, str] = field(default_factory=dict)
+
+    @property
+    def task_name(self) -> str | None:
+        return None if self.task is None else self.task.value
+
+    @property
+    def continues_tags(self) -> bool:
+        """True when the prompt ends inside the ``tag:`` line (the model continues it)."""
+        return self.open_field is Field.TAG
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task": self.task_name,
+            "prompt": self.prompt,
+            "open_field": self.open_field.value,
+            "fields": [f.value for f in self.fields],
+            "length": self.length.value,
+        }
+
+
+def _clean_caption(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return "\n".join(line for line in lines if line)
+
+
+def target_line(task: Task | None, length: Length, gen_meta: bool) -> str:
+    """The ``target:`` line for a task (FORMAT.md section 2.2).
+
+    Example:
+        >>> target_line(Task.SHORT_TO_LONG, Length.LONG, True)
+        'target: <|short_to_long|> <|gen_meta|>'
+    """
+    parts = []
+    if task is not Task.SHORT_TO_LONG:
+        parts.append(f"<|{length.value}|>")
+    if task is not None:
+        parts.append(task.token)
+    if gen_meta:
+        parts.append("<|gen_meta|>")
+    return "target: " + " ".join(parts)
+
+
+def _auto_task(kind: CaptionKind | None, has_tags: bool, output: Output) -> tuple[Task | None, Field]:
+    if kind is None:
+        if output is Output.TAGS:
+            return None, Field.TAG
+        if output is Output.BOTH:
+            return Task.TAG_TO_LONG, Field.TAG
+        return Task.TAG_TO_LONG, (Field.LONG if has_tags else Field.TAG)
+    if kind is CaptionKind.SHORT:
+        if output is Output.TAGS:
+            return Task.SHORT_TO_TAG, Field.TAG
+        if output is Output.BOTH:
+            return Task.SHORT_TO_TAG_TO_LONG, Field.TAG
+        if has_tags:
+            return Task.SHORT_TO_TAG_TO_LONG, Field.LONG
+        return Task.SHORT_TO_LONG, Field.LONG
+    # A long caption is already the caption: the model writes (more) tags.
+    return Task.LONG_TO_TAG, Field.TAG
+
+
+def _explicit_open_field(task: Task, inputs: dict[Field, str], output: Output) -> Field:
+    fields = task.fields
+    first = fields[0]
+    if not inputs.get(first) and first is not Field.TAG:
+        raise RequestError(
+            f"task {task.value!r} starts from a {first.value} caption; give caption=... "
+            f"with caption_kind={first.value!r}"
+        )
+    for f in fields[1:]:
+        if f is Field.TAG and inputs.get(Field.TAG) and output is not Output.CAPTION:
+            return f
+        if not inputs.get(f):
+            return f
+    if first is Field.TAG:
+        return first
+    raise RequestError(f"task {task.value!r} has nothing left for the model to write with these inputs")
+
+
+def build_prompt(
+    task: Task | None,
+    length: Length,
+    gen_meta: bool,
+    meta: dict[Category, list[str]],
+    ratio: float | None,
+    inputs: dict[Field, str],
+    open_field: Field,
+) -> str:
+    """Assemble the exact model input text (no BOS) from its parts.
+
+    ``meta`` maps meta categories to their tags; ``inputs`` holds the text of each field the
+    user gave (``tag`` as a ``, ``-joined list); the prompt stops at ``open_field``, which is
+    continued when it has a value (tags) and opened empty (``key:``) otherwise.
+    """
+    lines = []
+    for category, key in META_KEYS:
+        values = meta.get(category) or []
+        if values:
+            lines.append(f"{key}: {', '.join(values)}")
+    if ratio is not None:
+        lines.append(f"aspect ratio: {ratio:.1f}")
+    lines.append(target_line(task, length, gen_meta))
+    fields = task.fields if task is not None else (Field.TAG,)
+    for f in fields:
+        value = inputs.get(f, "")
+        if f is open_field:
+            lines.append(f"{f.value}: {value}" if value else f"{f.value}:")
+            break
+        lines.append(f"{f.value}: {value}")
+    return "\n".join(lines)
+
+
+def plan(request: Request, task: Task | str | None = None, table: TagTable | None = None) -> Plan:
+    """Plan the single model pass for a request.
+
+    Args:
+        request: what the user asked for.
+        task: force a trained task (for a "single operation"); None picks the composite
+            task of FORMAT.md section 3 that writes every wanted field in one pass.
+        table: the tag table (default: the packaged one).
+
+    Example:
+        >>> plan(Request(caption="a red car", output="caption")).task_name
+        'short_to_long'
+    """
+    table = table or default_table()
+    user = read_user_tags(request.tags, table)
+    content = user.content
+    kind = request.resolved_caption_kind
+    inputs: dict[Field, str] = {}
+    if content:
+        inputs[Field.TAG] = ", ".join(content)
+    if kind is not None:
+        inputs[Field(kind.value)] = _clean_caption(request.caption)
+
+    if task is None:
+        chosen, open_field = _auto_task(kind, bool(content), request.output)  # type: ignore[arg-type]
+    else:
+        if not isinstance(task, Task):
+            try:
+                task = Task(task)
+            except ValueError:
+                names = ", ".join(t.value for t in Task)
+                raise RequestError(f"task={task!r} is not a trained TIPO task; choose one of {names}") from None
+        chosen = task
+        open_field = _explicit_open_field(task, inputs, request.output)  # type: ignore[arg-type]
+
+    all_fields = chosen.fields if chosen is not None else (Field.TAG,)
+    to_write = all_fields[all_fields.index(open_field):]
+    meta = {category: user.by_category(category) for category, _ in META_KEYS}
+    prompt = build_prompt(chosen, request.length, request.gen_meta, meta, request.ratio, inputs, open_field)  # type: ignore[arg-type]
+    return Plan(chosen, prompt, open_field, to_write, request.length, request, user, inputs)  # type: ignore[arg-type]

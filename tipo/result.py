@@ -1,0 +1,250 @@
+"""Turning a parsed model text into the final result: merge, dedupe, cap, ban, render.
+
+The user's tags always survive, first and in their order; new tags are deduplicated against
+them (aliases included), capped by the length class, and filtered by the ban list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .parse import JSON_ORDER, Parsed
+from .plan import Field, Plan
+from .request import CaptionKind, Request
+from .syntax import ItemKind, render_item, render_tag
+from .tags import Category, TagTable, default_table, normalize
+from .template import Preset, render_template, resolve_template
+
+__all__ = ["BanList", "Expansion", "Provenance", "finish"]
+
+
+class BanList:
+    """Whole-tag bans after normalisation and alias resolution, plus full-match regexes.
+
+    Example:
+        >>> bans = BanList(["hat"], [])
+        >>> bans.matches("hat"), bans.matches("chat"), bans.matches("Hat")
+        (True, False, True)
+    """
+
+    def __init__(self, tags: Iterable[str], patterns: Iterable[str], table: TagTable | None = None) -> None:
+        self._table = table or default_table()
+        self.tags = tuple(t for t in tags if normalize(t))
+        self._keys = {self._table.canonical(t) for t in self.tags} | {normalize(t) for t in self.tags}
+        self.patterns = tuple(re.compile(p) for p in patterns)
+
+    @classmethod
+    def from_request(cls, request: Request, table: TagTable | None = None) -> BanList:
+        return cls(request.ban, request.ban_regex, table)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys or self.patterns)
+
+    def matches(self, tag: str) -> bool:
+        norm = normalize(tag)
+        if norm in self._keys or self._table.canonical(norm) in self._keys:
+            return True
+        return any(p.fullmatch(norm) for p in self.patterns)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a result came from: model, backend, settings, seed, token counts and timings."""
+
+    model: str = ""
+    model_file: str = ""
+    backend: str = ""
+    sampling: dict[str, object] = field(default_factory=dict)
+    seed: int | None = None
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    trimmed: tuple[str, ...] = ()  # what was cut from the input to fit the context, if anything
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The result of one expansion.
+
+    Attributes:
+        user_tags / new_tags: category name -> tags (normalised), the user's and the new ones
+            kept apart; ``tags`` merges them, user's first.
+        short, long: the captions (the user's or the model's).
+        extended, generated: the ``<|extended|>`` and ``<|generated|>`` template values.
+        prompt: the rendered prompt (template applied, host syntax of the user's tags restored).
+        tags_text, caption_text: the tag string and the caption alone (for dual encoders).
+        dropped: new tags that were banned or over the length cap.
+        plan: the planned model pass (task, exact prompt).
+        completion: what the model wrote after the prompt.
+        provenance: model, backend, sampling, seed, token counts, timings (None without a model).
+    """
+
+    user_tags: dict[str, tuple[str, ...]]
+    new_tags: dict[str, tuple[str, ...]]
+    short: str
+    long: str
+    extended: str
+    generated: str
+    prompt: str
+    tags_text: str
+    caption_text: str
+    dropped: tuple[str, ...]
+    plan: Plan
+    completion: str = ""
+    provenance: Provenance | None = None
+
+    @property
+    def tags(self) -> dict[str, tuple[str, ...]]:
+        return {c: self.user_tags.get(c, ()) + self.new_tags.get(c, ()) for c in JSON_ORDER}
+
+    @property
+    def seed(self) -> int | None:
+        return self.provenance.seed if self.provenance else None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        prov = self.provenance
+        return {
+            "prompt": self.prompt,
+            "tags_text": self.tags_text,
+            "caption_text": self.caption_text,
+            "user_tags": {k: list(v) for k, v in self.user_tags.items() if v},
+            "new_tags": {k: list(v) for k, v in self.new_tags.items() if v},
+            "short": self.short,
+            "long": self.long,
+            "dropped": list(self.dropped),
+            "task": self.plan.task_name,
+            "model_input": self.plan.prompt,
+            "completion": self.completion,
+            "provenance": None
+            if prov is None
+            else {
+                "model": prov.model,
+                "model_file": prov.model_file,
+                "backend": prov.backend,
+                "sampling": prov.sampling,
+                "seed": prov.seed,
+                "prompt_tokens": prov.prompt_tokens,
+                "generated_tokens": prov.generated_tokens,
+                "seconds": prov.seconds,
+                "trimmed": list(prov.trimmed),
+                "stop_reason": prov.stop_reason,
+            },
+        }
+
+
+def _render_category_values(plan: Plan, new_tags: dict[str, list[str]]) -> tuple[dict[str, str], str]:
+    """Host-syntax strings per category: the user's tags (weights restored, BREAK and
+    extra-network tags re-attached after the tag they followed), then the new tags."""
+    user = plan.user
+    items = user.items
+    surviving = {t.item_index for t in user.tags}
+    after: dict[int, list[str]] = {}
+    anchor = -1
+    for index, item in enumerate(items):
+        if item.kind is ItemKind.TAG:
+            if index in surviving:
+                anchor = index
+        else:
+            after.setdefault(anchor, []).append(render_item(item))
+    leading = ", ".join(after.get(-1, []))
+    values: dict[str, str] = {}
+    for name in JSON_ORDER:
+        category = Category(name)
+        parts = []
+        for t in user.tags:
+            if t.category is category:
+                parts.append(render_item(items[t.item_index]))
+                parts.extend(after.get(t.item_index, []))
+        parts.extend(render_tag(tag) for tag in new_tags.get(name, []))
+        values[name] = ", ".join(p for p in parts if p)
+    return values, leading
+
+
+def finish(
+    plan: Plan,
+    parsed: Parsed,
+    template: str | Preset | None = None,
+    completion: str = "",
+    provenance: Provenance | None = None,
+    table: TagTable | None = None,
+) -> Expansion:
+    """Merge the user's request and the parsed model text into the final :class:`Expansion`.
+
+    Args:
+        plan: the planned pass (holds the request and the user's tags).
+        parsed: the parsed prompt plus completion.
+        template: a template text, a :class:`Preset` or its name; None uses the preset that
+            matches the request's ``output`` (tags, caption, or both).
+    """
+    table = table or default_table()
+    request = plan.request
+    bans = BanList.from_request(request, table)
+    user_keys = set(plan.user.keys)
+    user_tags = {c: tuple(plan.user.by_category(Category(c))) for c in JSON_ORDER}
+    user_content = len(user_tags["special"]) + len(user_tags["general"])
+    cap = plan.length.tag_range[1]
+    room = max(0, cap - user_content)
+
+    new_tags: dict[str, list[str]] = {c: [] for c in JSON_ORDER}
+    dropped: list[str] = []
+    for name in JSON_ORDER:
+        for tag in parsed.tags[Category(name)]:
+            key = table.canonical(tag)
+            if key in user_keys:
+                continue
+            if bans and bans.matches(tag):
+                dropped.append(tag)
+                continue
+            if name in ("special", "general"):
+                if room <= 0:
+                    dropped.append(tag)
+                    continue
+                room -= 1
+            user_keys.add(key)
+            new_tags[name].append(tag)
+
+    kind = request.resolved_caption_kind
+    user_caption = "\n".join(line.strip() for line in request.caption.strip().splitlines() if line.strip())
+    wrote = set(plan.fields)
+    short = user_caption if kind is CaptionKind.SHORT else (parsed.short if Field.SHORT in wrote else "")
+    if kind is CaptionKind.LONG:
+        long = user_caption
+    else:
+        long = parsed.long if Field.LONG in wrote else ""
+    if kind is None:
+        extended, generated = "", long
+    else:
+        extended, generated = (long or user_caption), ""
+    if kind is None and not long and short:
+        generated = short
+
+    values, leading = _render_category_values(plan, new_tags)
+    values["extended"] = extended
+    values["generated"] = generated
+    if template is None:
+        template = {"tags": Preset.TAGS, "caption": Preset.CAPTION}.get(request.output.value, Preset.BOTH)
+    text = render_template(resolve_template(template), values)
+    tags_text = render_template(Preset.TAGS.text, values)
+    if leading:
+        text = f"{leading}, {text}" if text else leading
+        tags_text = f"{leading}, {tags_text}" if tags_text else leading
+    caption_text = render_template(Preset.CAPTION.text, values)
+    return Expansion(
+        user_tags={k: v for k, v in user_tags.items()},
+        new_tags={k: tuple(v) for k, v in new_tags.items()},
+        short=short,
+        long=long,
+        extended=extended,
+        generated=generated,
+        prompt=text,
+        tags_text=tags_text,
+        caption_text=caption_text,
+        dropped=tuple(dropped),
+        plan=plan,
+        completion=completion,
+        provenance=provenance,
+    )

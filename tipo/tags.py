@@ -1,0 +1,221 @@
+"""Tag normalisation, categories and the Danbooru tag table (FORMAT.md section 5).
+
+The table ships as package data (``data/danbooru_tags.tsv.gz``, built by
+``models/build_tag_table.py`` from the MIT-licensed tag list). It is loaded on first use and
+cached; :func:`default_table` ``.cache_clear()`` drops it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import gzip
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+
+__all__ = [
+    "Category",
+    "TagTable",
+    "canonical",
+    "categorize",
+    "default_table",
+    "is_known",
+    "normalize",
+    "split_tags",
+]
+
+
+class Category(str, enum.Enum):
+    """Where a tag goes in the model input and in the rendered prompt."""
+
+    SPECIAL = "special"
+    GENERAL = "general"
+    META = "meta"
+    RATING = "rating"
+    ARTIST = "artist"
+    CHARACTERS = "characters"
+    COPYRIGHTS = "copyrights"
+    QUALITY = "quality"
+
+
+def _counted(singular: str, plural: str) -> list[str]:
+    return [f"1{singular}"] + [f"{n}{plural}" for n in range(2, 6)] + [f"6+{plural}", f"multiple {plural}"]
+
+
+SPECIAL_TAGS: frozenset[str] = frozenset(
+    _counted("girl", "girls") + _counted("boy", "boys") + _counted("other", "others") + ["male focus"]
+)
+QUALITY_TAGS: frozenset[str] = frozenset(
+    [
+        "masterpiece", "best quality", "great quality", "good quality", "normal quality",
+        "low quality", "worst quality", "worse quality", "very aesthetic", "aesthetic",
+        "displeasing", "very displeasing", "newest", "recent", "mid", "early", "old",
+        "score_9", "source_anime", "source_cartoon", "source_furry", "source_pony",
+    ]
+    + [f"score_{n}_up" for n in range(4, 9)]
+)
+# The same tags as normalisation spells them (``score_9`` -> ``score 9``), so both forms match.
+QUALITY_TAGS = QUALITY_TAGS | frozenset(t.replace("_", " ") for t in QUALITY_TAGS)
+RATING_TAGS: frozenset[str] = frozenset(
+    ["general", "sensitive", "questionable", "explicit", "safe", "sfw", "nsfw"]
+)
+
+# Danbooru category ids of the tag table.
+_TABLE_CATEGORIES = {
+    0: Category.GENERAL,
+    1: Category.ARTIST,
+    3: Category.COPYRIGHTS,
+    4: Category.CHARACTERS,
+    5: Category.META,
+}
+
+_WS = re.compile(r"\s+")
+
+
+def normalize(tag: str) -> str:
+    """Normalise one tag the way the model saw tags in training.
+
+    ``_`` becomes a space except in tags of three characters or fewer (emoticons such as
+    ``^_^``), the host-app escapes ``\\(`` ``\\)`` become ``(`` ``)``, whitespace is collapsed
+    and the tag is lower-cased. Idempotent.
+
+    Example:
+        >>> normalize("  Long_Hair ")
+        'long hair'
+        >>> normalize("marker \\\\(medium\\\\)")
+        'marker (medium)'
+        >>> normalize("^_^")
+        '^_^'
+    """
+    text = tag.replace("\\(", "(").replace("\\)", ")")
+    text = _WS.sub(" ", text).strip().lower()
+    if len(text) > 3:
+        text = _WS.sub(" ", text.replace("_", " ")).strip()
+    return text
+
+
+def split_tags(text: str) -> list[str]:
+    """Split a comma-separated tag string into normalised, non-empty tags (order kept).
+
+    Example:
+        >>> split_tags("1girl,smile ,  blue_eyes,,")
+        ['1girl', 'smile', 'blue eyes']
+    """
+    out = []
+    for part in re.split(r"[,\n]", text):
+        tag = normalize(part)
+        if tag:
+            out.append(tag)
+    return out
+
+
+@dataclass(frozen=True)
+class TagTable:
+    """Danbooru tags: normalised name -> (category, post count), and alias -> name."""
+
+    categories: dict[str, Category]
+    counts: dict[str, int]
+    aliases: dict[str, str]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, int, int, Iterable[str]]]) -> TagTable:
+        """Build a table from ``(name, danbooru_category_id, post_count, aliases)`` rows.
+
+        Names and aliases are normalised here. A name always wins over an alias of the same
+        spelling; of two tags claiming one alias, the more popular (earlier) one keeps it.
+        """
+        categories: dict[str, Category] = {}
+        counts: dict[str, int] = {}
+        aliases: dict[str, str] = {}
+        for name, cat_id, count, alias_list in rows:
+            key = normalize(name)
+            if not key or key in categories:
+                continue
+            categories[key] = _TABLE_CATEGORIES.get(int(cat_id), Category.GENERAL)
+            counts[key] = int(count)
+            for alias in alias_list:
+                akey = normalize(alias)
+                if akey and not akey.startswith("/"):
+                    aliases.setdefault(akey, key)
+        for name in categories:
+            aliases.pop(name, None)
+        return cls(categories, counts, aliases)
+
+    @classmethod
+    def load_packaged(cls) -> TagTable:
+        """Load the tag table shipped inside the package."""
+        ref = resources.files("tipo") / "data" / "danbooru_tags.tsv.gz"
+        with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+            return cls.from_tsv_lines(fh)
+
+    @classmethod
+    def from_tsv_lines(cls, lines: Iterable[str]) -> TagTable:
+        """Read the packaged format: ``name<TAB>category_id<TAB>count<TAB>alias,alias``.
+
+        Names in that file are already normalised, so this skips re-normalising them.
+        """
+        categories: dict[str, Category] = {}
+        counts: dict[str, int] = {}
+        aliases: dict[str, str] = {}
+        cat_of = _TABLE_CATEGORIES
+        for line in lines:
+            name, cat_id, count, alias_text = line.rstrip("\n").split("\t")
+            categories[name] = cat_of.get(int(cat_id), Category.GENERAL)
+            counts[name] = int(count)
+            if alias_text:
+                for alias in alias_text.split("\x1f"):
+                    aliases.setdefault(alias, name)
+        return cls(categories, counts, aliases)
+
+    def canonical(self, tag: str) -> str:
+        """The canonical spelling of a tag: normalised, with a Danbooru alias resolved.
+
+        Example:
+            >>> default_table().canonical("Longhair")
+            'long hair'
+        """
+        key = normalize(tag)
+        if key in self.categories:
+            return key
+        return self.aliases.get(key, key)
+
+    def is_known(self, tag: str) -> bool:
+        """True when the tag (or an alias of it) is in the table or a fixed list."""
+        key = self.canonical(tag)
+        return key in self.categories or key in SPECIAL_TAGS or key in QUALITY_TAGS or key in RATING_TAGS
+
+    def category(self, tag: str) -> Category:
+        """The category of a tag: fixed lists first, then the table, else ``general``."""
+        key = normalize(tag)
+        for candidate in (key, self.aliases.get(key, key)):
+            if candidate in SPECIAL_TAGS:
+                return Category.SPECIAL
+            if candidate in QUALITY_TAGS:
+                return Category.QUALITY
+            if candidate in RATING_TAGS:
+                return Category.RATING
+        canon = self.canonical(key)
+        return self.categories.get(canon, Category.GENERAL)
+
+
+@functools.lru_cache(maxsize=1)
+def default_table() -> TagTable:
+    """The packaged tag table, loaded on first use (``default_table.cache_clear()`` drops it)."""
+    return TagTable.load_packaged()
+
+
+def canonical(tag: str) -> str:
+    """Normalise a tag and resolve a Danbooru alias (``longhair`` -> ``long hair``)."""
+    return default_table().canonical(tag)
+
+
+def is_known(tag: str) -> bool:
+    """True when the tag is a known Danbooru tag, alias or fixed-list tag."""
+    return default_table().is_known(tag)
+
+
+def categorize(tag: str) -> Category:
+    """The category of one tag by the packaged table (FORMAT.md section 5)."""
+    return default_table().category(tag)

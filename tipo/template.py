@@ -1,0 +1,102 @@
+"""Rendering an expansion through a template with placeholders (FORMAT.md section 6).
+
+Placeholders: ``<|special|>``, ``<|characters|>``, ``<|copyrights|>``, ``<|artist|>``,
+``<|general|>``, ``<|quality|>``, ``<|meta|>``, ``<|rating|>``, ``<|extended|>`` (the
+user's caption extended, or the user's caption) and ``<|generated|>`` (a caption written
+from the tags). Empty placeholders vanish with their trailing comma; the result has no
+doubled spaces, no empty comma slots and at most one blank line in a row.
+
+Example:
+    >>> render_template("<|special|>, <|general|>, <|quality|>", {"special": "1girl", "general": ""})
+    '1girl'
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from .errors import RequestError
+
+__all__ = ["PLACEHOLDERS", "Preset", "render_template", "resolve_template", "validate_template"]
+
+PLACEHOLDERS = (
+    "special", "characters", "copyrights", "artist", "general",
+    "quality", "meta", "rating", "extended", "generated",
+)
+
+_TAGS = "<|special|>, <|characters|>, <|copyrights|>, <|artist|>, <|general|>, <|quality|>, <|meta|>, <|rating|>"
+_CAPTION = "<|extended|>\n\n<|generated|>"
+
+
+class Preset(str, enum.Enum):
+    """Built-in templates."""
+
+    TAGS = "tags"  # tags only
+    CAPTION = "caption"  # caption only
+    BOTH = "both"  # tags first, then the caption (default)
+    CAPTION_FIRST = "caption_first"  # caption first, then the tags
+
+    @property
+    def text(self) -> str:
+        return {
+            Preset.TAGS: _TAGS,
+            Preset.CAPTION: _CAPTION,
+            Preset.BOTH: _TAGS + "\n\n" + _CAPTION,
+            Preset.CAPTION_FIRST: _CAPTION + "\n\n" + _TAGS,
+        }[self]
+
+
+_PLACEHOLDER = re.compile(r"<\|([a-z_]+)\|>")
+_SENTINEL = "\x00"
+
+
+def validate_template(template: str) -> str:
+    """Check a template's placeholders; an unknown one is an error that lists the valid names."""
+    if not isinstance(template, str):
+        raise RequestError(f"template must be a string, got {type(template).__name__}")
+    for name in _PLACEHOLDER.findall(template):
+        if name not in PLACEHOLDERS:
+            valid = ", ".join(f"<|{p}|>" for p in PLACEHOLDERS)
+            raise RequestError(f"template placeholder <|{name}|> is unknown; use one of {valid}")
+    return template
+
+
+def resolve_template(template: str | Preset | None) -> str:
+    """A preset name, a Preset, a template text, or None (the default preset) -> template text."""
+    if template is None:
+        return Preset.BOTH.text
+    if isinstance(template, Preset):
+        return template.text
+    if template in {p.value for p in Preset}:
+        return Preset(template).text
+    return validate_template(template)
+
+
+def _clean_line(rendered: str, template_line: str) -> str:
+    line = re.sub(_SENTINEL + r"[ \t]*,?[ \t]*", "", rendered)
+    line = re.sub(r",(?:[ \t]*,)+", ",", line)  # empty comma slots
+    line = re.sub(r"^[ \t]*,[ \t]*", "", line)  # a leading comma
+    line = re.sub(r"[ \t]{2,}", " ", line).strip()
+    if line.endswith(",") and not template_line.rstrip().endswith(","):
+        line = line.rstrip(", \t")
+    return "" if set(line) <= {",", " "} else line
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """Fill a template; missing or empty values vanish with their trailing comma."""
+    template = validate_template(template)
+
+    def fill(m: re.Match[str]) -> str:
+        value = (values.get(m.group(1)) or "").strip()
+        return value if value else _SENTINEL
+
+    out_lines: list[str] = []
+    for template_line in template.replace("\r\n", "\n").split("\n"):
+        rendered = _PLACEHOLDER.sub(fill, template_line)
+        # A value may itself span lines (a multi-paragraph caption).
+        parts = rendered.split("\n")
+        for i, part in enumerate(parts):
+            out_lines.append(_clean_line(part, template_line if i == len(parts) - 1 else part))
+    text = "\n".join(out_lines).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
