@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(ex)
     ex.add_argument("--dry-run", action="store_true", help="load nothing; print the planned model input")
     ex.add_argument("--json", action="store_true", help="print one JSON object")
+    ex.add_argument("--timings", action="store_true", help="with --json: include the timings (they differ run to run)")
     ex.add_argument("--batch", metavar="FILE", help="a .txt (one tag prompt per line) or .jsonl file of requests")
     ex.add_argument("--out", metavar="FILE", help="with --batch: the JSONL file to write (resumes if it exists)")
     ex.set_defaults(func=_cmd_expand)
@@ -167,7 +168,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     with Expander(args.model, backend=args.backend, n_threads=args.threads) as expander:
         result = expander.expand(request, sampling, template=args.template, task=args.task)
     if args.json:
-        _print_json(result.to_dict())
+        _print_json(result.to_dict(timings=args.timings))
     else:
         print(result.prompt)
         if result.provenance is not None and sys.stderr.isatty():

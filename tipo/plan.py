@@ -305,3 +305,27 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
     meta = {category: user.by_category(category) for category, _ in META_KEYS}
     prompt = build_prompt(chosen, request.length, request.gen_meta, meta, request.ratio, inputs, open_field)  # type: ignore[arg-type]
     return Plan(chosen, prompt, open_field, to_write, request.length, request, user, inputs)  # type: ignore[arg-type]
+
+
+def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = None,
+            meta: dict[Category, list[str]] | None = None) -> Plan:
+    """The same plan with less input for the model (used to fit the context window).
+
+    ``content`` replaces the ``tag:`` line's tags, ``caption`` the caption field's text and
+    ``meta`` the meta lines. The user's tags in ``p.user`` are unchanged, so nothing the user
+    typed is lost from the result.
+    """
+    inputs = dict(p.inputs)
+    if content is not None:
+        if content:
+            inputs[Field.TAG] = ", ".join(content)
+        else:
+            inputs.pop(Field.TAG, None)
+    if caption is not None:
+        for f in (Field.SHORT, Field.LONG):
+            if f in inputs:
+                inputs[f] = caption
+    if meta is None:
+        meta = {category: p.user.by_category(category) for category, _ in META_KEYS}
+    prompt = build_prompt(p.task, p.length, p.request.gen_meta, meta, p.request.ratio, inputs, p.open_field)
+    return Plan(p.task, prompt, p.open_field, p.fields, p.length, p.request, p.user, inputs)

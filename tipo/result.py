@@ -104,8 +104,8 @@ class Expansion:
     def seed(self) -> int | None:
         return self.provenance.seed if self.provenance else None
 
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
+    def to_dict(self, timings: bool = True) -> dict[str, object]:
+        """A JSON-ready dict. ``timings=False`` leaves out the seconds, so equal runs print equal JSON."""
         prov = self.provenance
         return {
             "prompt": self.prompt,
@@ -129,7 +129,7 @@ class Expansion:
                 "seed": prov.seed,
                 "prompt_tokens": prov.prompt_tokens,
                 "generated_tokens": prov.generated_tokens,
-                "seconds": prov.seconds,
+                **({"seconds": prov.seconds} if timings else {}),
                 "trimmed": list(prov.trimmed),
                 "stop_reason": prov.stop_reason,
             },

@@ -1,0 +1,234 @@
+"""Decode-time rules: length classes, bans, field order and stopping, inside ONE pass.
+
+The reference retries whole passes when a result is short and filters bans afterwards. Here the
+rules act on each step's candidates instead:
+
+* Length class: while the ``tag:`` line holds fewer tags than the class minimum, tokens that
+  would end it (a newline, EOS) are masked; once it holds the class cap, tokens that would
+  start another tag (a comma) are masked.
+* Bans: a token that would complete a banned tag (a comma, a newline or EOS right after the
+  tag's text) is masked, in the ``tag:`` line and in every meta line. Results are checked once
+  more after parsing.
+* Field order: when a field ends, the next field of the task is opened by forcing its key
+  (``long:``) token by token.
+* Stopping: generation stops once the requested fields are written (at the end of the tag line
+  when tags are the last field, at EOS after a caption, or when the model starts a key that was
+  already written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .parse import KEYS
+from .plan import Field, Plan
+from .result import BanList
+from .tags import TagTable, default_table, normalize
+
+__all__ = ["DecodeRules", "TokenText", "piece_bytes"]
+
+_META_LINE_KEYS = ("meta", "rating", "artist", "characters", "copyrights", "quality")
+
+
+def piece_bytes(piece: str, is_control: bool) -> bytes:
+    """The bytes a SentencePiece token stands for: ``▁`` is a space, ``<0x0A>`` is byte 10,
+    control and added tokens stand for nothing (they are decoded without special tokens)."""
+    if is_control:
+        return b""
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return bytes([int(piece[3:5], 16)])
+        except ValueError:
+            pass
+    return piece.replace("\u2581", " ").encode("utf-8")
+
+
+@dataclass
+class TokenText:
+    """The text of every token of a vocabulary, and the token classes the rules need."""
+
+    pieces: list[bytes]
+    eos_id: int
+
+    def __post_init__(self) -> None:
+        texts = [p.decode("utf-8", "ignore") for p in self.pieces]
+        self.texts = texts
+        n = len(texts)
+        self.has_newline = np.array(["\n" in t for t in texts], dtype=bool)
+        self.has_comma = np.array(["," in t for t in texts], dtype=bool)
+        self.empty = np.array([p == b"" for p in self.pieces], dtype=bool)
+        self.starts_space = np.array([t[:1] == " " and t.strip() != "" for t in texts], dtype=bool)
+        self.ends_tag = np.array([t.lstrip(" ")[:1] in (",", "\n") for t in texts], dtype=bool)
+        # Never useful in a prompt: control characters other than newline and tab (byte-fallback
+        # tokens of random or under-trained models produce them).
+        self.junk = np.array([any(b < 32 and b not in (9, 10) for b in p) or b"\x7f" in p for p in self.pieces],
+                             dtype=bool)
+        # Tokens that end a tag: the text before the first comma / newline.
+        self.terminators = [
+            (i, t[: min(x for x in (t.find(","), t.find("\n")) if x >= 0)])
+            for i, t in enumerate(texts)
+            if ("," in t or "\n" in t)
+        ]
+        self.size = n
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(self.pieces[i] for i in ids if 0 <= i < self.size).decode("utf-8", "replace")
+
+
+@dataclass
+class _State:
+    field: Field | str | None  # the field the current line belongs to
+    line: str  # the current (last) line's text, including the key for key lines
+    line_is_tags: bool  # the line is a tag list (tag line or a meta line)
+    tags_done: list[str]  # complete tags on the current tag line
+    partial: str  # the text of the tag being written
+    keys: set[str]  # keys written in prompt and completion
+    pending_key: str | None  # a key we must write next (forced)
+    stop_at: int | None  # where to cut the completion when stopping
+    stop_reason: str
+
+
+class DecodeRules:
+    """The decode-time rules of one request (see the module docstring)."""
+
+    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None) -> None:
+        self.plan = plan
+        self.vocab = vocab
+        self.table = table or default_table()
+        self.bans = BanList.from_request(plan.request, self.table)
+        self.min_tags, self.cap = plan.length.tag_range
+        self.gen_meta = plan.request.gen_meta
+        self.fields = [f.value for f in plan.fields]
+        prompt_lines = plan.prompt.split("\n")
+        self.prompt_keys = {line.split(":", 1)[0] for line in prompt_lines if ":" in line and line.split(":", 1)[0] in KEYS}
+        last = prompt_lines[-1]
+        self.prefix_line = last  # the open line of the prompt, e.g. "tag: 1girl, forest" or "long:"
+        self._opens_empty = last.endswith(":") and last[:-1] in KEYS
+        self._continues_tags = plan.open_field is Field.TAG and last.startswith("tag:") and bool(last[4:].strip())
+
+    # -- state ---------------------------------------------------------------------------
+    def state(self, completion: str) -> _State:
+        lines = (self.prefix_line + completion).split("\n")
+        keys = set(self.prompt_keys)
+        field: str | None = self.plan.open_field.value
+        written = [field]
+        stop_at: int | None = None
+        reason = ""
+        offset = -len(self.prefix_line)  # position of each line start within the completion
+        for idx, line in enumerate(lines):
+            key = None
+            if idx > 0:
+                head = line.split(":", 1)[0]
+                if ":" in line and head in KEYS:
+                    key = head
+            if key is not None:
+                allowed_meta = self.gen_meta and key in _META_LINE_KEYS + ("aspect ratio",)
+                later_field = key in self.fields and key not in written
+                if key in keys or key == "target" or not (allowed_meta or later_field):
+                    stop_at = max(offset - 1, 0)
+                    reason = f"repeated or unexpected key '{key}'"
+                    break
+                keys.add(key)
+                field = key
+                written.append(key)
+            if idx > 0 and key is None and field == "tag":
+                # A tag line never continues on the next line: the tag field is over.
+                pass
+            offset += len(line) + 1
+        cur = lines[-1]
+        cur_key = cur.split(":", 1)[0] if ":" in cur else None
+        line_field = field
+        line_is_tags = False
+        if len(lines) == 1 or (cur_key is not None and cur_key in KEYS):
+            line_is_tags = line_field == "tag" or line_field in _META_LINE_KEYS
+        body = cur.split(":", 1)[1] if (line_is_tags and ":" in cur) else ""
+        items = body.split(",")
+        tags_done = [normalize(t) for t in items[:-1] if normalize(t)]
+        partial = items[-1] if items else ""
+        pending = self._pending_key(lines, field, written)
+        return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason)
+
+    def _pending_key(self, lines: list[str], field: str | None, written: list[str | None]) -> str | None:
+        """The next field's key, when a single-line field just ended with a newline."""
+        if len(lines) < 2:
+            return None
+        cur = lines[-1]
+        prev_field = field
+        if prev_field not in ("tag", "short") or self._line_has_key(cur):
+            return None
+        # The newline ended a tag or short line; open the next task field if there is one.
+        try:
+            nxt = self.fields[self.fields.index(prev_field) + 1]
+        except (ValueError, IndexError):
+            return None
+        want = f"{nxt}:"
+        if want.startswith(cur):
+            return want[len(cur):] or None
+        return None
+
+    @staticmethod
+    def _line_has_key(line: str) -> bool:
+        return ":" in line and line.split(":", 1)[0] in KEYS
+
+    # -- rules ---------------------------------------------------------------------------
+    def stop(self, completion: str, st: _State | None = None) -> tuple[int, str] | None:
+        """Where to cut and why, when the requested fields are written; else None."""
+        st = st or self.state(completion)
+        if st.stop_at is not None:
+            return st.stop_at, st.stop_reason
+        if not completion.endswith("\n") or self.gen_meta:
+            return None
+        # A newline just ended a line. Tags and short captions are one line each.
+        if st.field in ("tag", "short") and st.field == self.fields[-1]:
+            return len(completion) - 1, "requested fields written"
+        return None
+
+    def _count(self, st: _State) -> tuple[int, bool]:
+        canonical = self.table.canonical
+        return len({canonical(t) for t in st.tags_done}), bool(normalize(st.partial))
+
+    def mask(self, completion: str, st: _State | None = None) -> np.ndarray:
+        """Boolean mask of the token ids that are forbidden at this step."""
+        st = st or self.state(completion)
+        v = self.vocab
+        banned = v.junk.copy()
+        if st.pending_key is not None:
+            want = st.pending_key
+            allowed = np.array([bool(t) and want.startswith(t) for t in v.texts], dtype=bool)
+            if allowed.any():
+                return ~allowed
+            return banned
+        if not completion and self._opens_empty:
+            # "key:" was opened empty: the value starts with a space, as in training ("key: value").
+            banned |= ~v.starts_space
+            banned[v.eos_id] = False
+        if not st.line_is_tags:
+            return banned
+        # Tags: length class on the tag line, bans everywhere.
+        if not completion and self._continues_tags:
+            # The user's last tag is complete: the model may only add ", next" or end the line,
+            # never extend the user's tag ("forest" -> "forestry").
+            banned |= ~v.ends_tag
+            banned[v.eos_id] = False
+        if st.field == "tag":
+            n, has_partial = self._count(st)
+            total = n + (1 if has_partial else 0)
+            if total < self.min_tags:
+                banned |= v.has_newline
+                banned[v.eos_id] = True
+            if total >= self.cap:
+                banned |= v.has_comma
+                if not has_partial:
+                    # Nothing left to write on this line: only a newline or EOS may come.
+                    banned |= ~v.has_newline
+                    banned[v.eos_id] = False
+        if self.bans:
+            partial = st.partial
+            for token_id, before in v.terminators:
+                if self.bans.matches(partial + before) and normalize(partial + before):
+                    banned[token_id] = True
+            if normalize(partial) and self.bans.matches(partial):
+                banned[v.eos_id] = True
+        return banned

@@ -1,0 +1,270 @@
+"""The Expander: load a TIPO model once, expand many requests, one model pass each.
+
+Example:
+    >>> from tipo import Expander, Request, Sampling
+    >>> with Expander("model.gguf") as ex:  # doctest: +SKIP
+    ...     result = ex.expand(Request("1girl, forest", length="short"), Sampling(seed=1))
+    ...     print(result.prompt)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .backends import Backend, open_backend, pick_backend
+from .decoding import DecodeRules
+from .errors import ModelError, RequestError
+from .parse import parse_text
+from .plan import META_KEYS, Field, Plan, Task, plan, rebuild
+from .registry import ResolvedModel, license_notice, resolve
+from .request import Request, Sampling
+from .result import Expansion, Provenance, finish
+from .tags import Category, TagTable, default_table
+from .template import Preset, resolve_template
+
+__all__ = ["Expander", "expand", "fresh_seed"]
+
+SEED_RANGE = 2**32
+
+
+def fresh_seed() -> int:
+    """A new random seed from the OS (no global random state is touched)."""
+    return secrets.randbelow(SEED_RANGE)
+
+
+class Expander:
+    """A loaded TIPO model. Load once, expand many; thread-safe; close() frees the memory.
+
+    Args:
+        model: registry name, local ``.gguf`` file or HF folder, or HF repo id; None is the
+            built-in model.
+        backend: ``"auto"`` (GGUF -> llama.cpp, folder -> transformers), ``"llama"`` or ``"hf"``.
+        n_threads: CPU threads (llama.cpp and torch); None uses all cores.
+        n_ctx: context length; None uses the model's training context (1024 for TIPO).
+        **options: passed to the backend (``n_gpu_layers`` for llama.cpp, ``device`` and
+            ``dtype`` for transformers).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "auto",
+                 n_threads: int | None = None, n_ctx: int | None = None, table: TagTable | None = None,
+                 **options: object) -> None:
+        self.model: ResolvedModel = resolve(model, backend)
+        self.backend_name = pick_backend(self.model.path, backend)
+        license_notice(self.model)
+        self.table = table or default_table()
+        self._lock = threading.Lock()
+        t0 = time.perf_counter()
+        self._backend: Backend | None = open_backend(self.backend_name, self.model.path, n_threads=n_threads,
+                                                     n_ctx=n_ctx, **options)
+        self.load_seconds = time.perf_counter() - t0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise ModelError("this Expander was closed; create a new one to expand again")
+        return self._backend
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    def close(self) -> None:
+        """Free the model's memory. Safe to call twice."""
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+    unload = close
+
+    def __enter__(self) -> Expander:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "closed"
+        return f"Expander({self.model.label!r}, backend={self.backend_name!r}, {state})"
+
+    # -- expansion -------------------------------------------------------------------------
+    def expand(self, request: Request | str, sampling: Sampling | None = None, *,
+               template: str | Preset | None = None, task: Task | str | None = None) -> Expansion:
+        """Expand one request in one model pass.
+
+        Args:
+            request: a :class:`Request`, or a tag string.
+            sampling: settings and seed; None uses the defaults with a fresh seed.
+            template: a template text, a :class:`Preset` or its name; None follows ``output``.
+            task: force a trained task instead of the automatic plan.
+
+        Returns:
+            An :class:`Expansion`; ``result.seed`` repeats the run.
+        """
+        if isinstance(request, str):
+            request = Request(request)
+        if not isinstance(request, Request):
+            raise RequestError(f"request must be a tipo.Request or a tag string, got {type(request).__name__}")
+        sampling = sampling or Sampling()
+        if template is not None:
+            resolve_template(template)
+        seed = sampling.seed if sampling.seed is not None else fresh_seed()
+        sampling = sampling.with_seed(seed)
+        planned = plan(request, task=task, table=self.table)
+        t_start = time.perf_counter()
+        with self._lock:
+            backend = self.backend
+            planned, ids, trimmed = self._fit(backend, planned, sampling.max_new_tokens)
+            t_tok = time.perf_counter()
+            completion, n_gen, reason, t_first = self._generate(backend, planned, ids, sampling)
+            t_gen = time.perf_counter()
+        parsed = parse_text(planned.prompt + completion, self.table)
+        prov = Provenance(
+            model=self.model.label, model_file=str(self.model.path), backend=self.backend_name,
+            sampling={k: v for k, v in asdict(sampling).items() if k != "seed"}, seed=seed,
+            prompt_tokens=len(ids), generated_tokens=n_gen,
+            seconds={"tokenize": round(t_tok - t_start, 6), "prompt": round(t_first - t_tok, 6),
+                     "generate": round(t_gen - t_first, 6), "total": round(time.perf_counter() - t_start, 6)},
+            trimmed=tuple(trimmed), stop_reason=reason,
+        )
+        return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table)
+
+    def _generate(self, backend: Backend, p: Plan, ids: list[int], sampling: Sampling) -> tuple[str, int, str, float]:
+        from .sampling import Sampler
+
+        rules = DecodeRules(p, backend.vocab, self.table)
+        sampler = Sampler(sampling)
+        eos = backend.vocab.eos_id
+        budget = min(sampling.max_new_tokens, backend.n_ctx - len(ids))
+        logits = backend.start(ids)
+        t_first = time.perf_counter()
+        context = list(ids)
+        generated: list[int] = []
+        completion = ""
+        reason = "max_new_tokens"
+        while len(generated) < budget:
+            st = rules.state(completion)
+            stop = rules.stop(completion, st)
+            if stop is not None:
+                completion = completion[: stop[0]]
+                reason = stop[1]
+                break
+            token = sampler.pick(logits, context, rules.mask(completion, st))
+            if token == eos:
+                reason = "eos"
+                break
+            generated.append(token)
+            context.append(token)
+            completion = backend.decode(generated)
+            if len(generated) >= budget:
+                break
+            logits = backend.step(token)
+        else:
+            if budget <= 0:
+                reason = "context full"
+        stop = rules.stop(completion)
+        if stop is not None:
+            completion = completion[: stop[0]]
+        return completion, len(generated), reason, t_first
+
+    def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
+        """Keep the prompt within the context, leaving room to write.
+
+        Priority when it does not fit (each step only as far as needed): 1. drop the user's
+        general tags from the end of the ``tag:`` line (special tags stay); 2. shorten the
+        caption to fewer sentences; 3. drop meta-line tags from the end. Dropped input is
+        reported in ``provenance.trimmed``; the user's tags stay in the result regardless.
+        """
+        reserve = min(max_new, backend.n_ctx // 4)
+        limit = backend.n_ctx - reserve
+        ids = backend.encode(p.prompt)
+        if len(ids) <= limit:
+            return p, ids, []
+        trimmed: list[str] = []
+        special = p.user.by_category(Category.SPECIAL)
+        general = [t for t in p.user.content if t not in special]
+        inputs_tag = Field.TAG in p.inputs
+
+        def fits(candidate: Plan) -> list[int] | None:
+            enc = backend.encode(candidate.prompt)
+            return enc if len(enc) <= limit else None
+
+        # 1. general tags of the tag line
+        if inputs_tag and general:
+            k = _largest(len(general), lambda k: fits(rebuild(p, content=special + general[:k])) is not None)
+            if k is not None:
+                trimmed.append(f"{len(general) - k} of the user's general tags (kept in the result)")
+                p2 = rebuild(p, content=special + general[:k])
+                return p2, backend.encode(p2.prompt), trimmed
+            trimmed.append(f"{len(general)} of the user's general tags (kept in the result)")
+            p = rebuild(p, content=special)
+        # 2. the caption, by sentences
+        caption_field = next((f for f in (Field.SHORT, Field.LONG) if f in p.inputs), None)
+        if caption_field is not None:
+            sentences = re.split(r"(?<=[.!?])\s+", p.inputs[caption_field])
+            k = _largest(len(sentences) - 1, lambda k: fits(rebuild(p, caption=" ".join(sentences[: k + 1]))) is not None)
+            keep = (k if k is not None else 0) + 1
+            cut = " ".join(sentences[:keep])
+            if k is None:
+                cut = cut[: 400]
+            trimmed.append(f"the caption to {keep} of {len(sentences)} sentences")
+            p = rebuild(p, caption=cut)
+            enc = fits(p)
+            if enc is not None:
+                return p, enc, trimmed
+        # 3. meta lines
+        meta = {c: p.user.by_category(c) for c, _ in META_KEYS}
+        flat = [(c, t) for c, _ in META_KEYS for t in meta[c]]
+
+        def meta_upto(k: int) -> dict:
+            out: dict = {c: [] for c, _ in META_KEYS}
+            for c, t in flat[:k]:
+                out[c].append(t)
+            return out
+
+        k = _largest(len(flat), lambda k: fits(rebuild(p, meta=meta_upto(k))) is not None)
+        if k is not None:
+            trimmed.append(f"{len(flat) - k} meta-line tags (kept in the result)")
+            p = rebuild(p, meta=meta_upto(k))
+            return p, backend.encode(p.prompt), trimmed
+        raise ModelError(f"the request does not fit the model's context of {backend.n_ctx} tokens even after "
+                         "trimming tags, caption and meta lines; shorten the input")
+
+
+def _largest(n: int, ok) -> int | None:  # noqa: ANN001
+    """Largest k in [0, n] with ok(k) (ok is monotone: true up to some k); None if not even 0."""
+    if not ok(0):
+        return None
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def expand(request: Request | str, sampling: Sampling | None = None, *, model: str | Path | None = None,
+           backend: str = "auto", template: str | Preset | None = None, **request_fields: object) -> Expansion:
+    """Expand one prompt with a model loaded for this call (use :class:`Expander` for many).
+
+    Example:
+        >>> print(expand("1girl, forest", length="short", seed=1).prompt)  # doctest: +SKIP
+    """
+    seed = request_fields.pop("seed", None)
+    if isinstance(request, str):
+        request = Request(request, **request_fields)  # type: ignore[arg-type]
+    elif request_fields:
+        raise RequestError("give request fields either in the Request or as keywords, not both")
+    if seed is not None:
+        sampling = (sampling or Sampling()).with_seed(seed)  # type: ignore[arg-type]
+    with Expander(model, backend=backend) as ex:
+        return ex.expand(request, sampling, template=template)

@@ -1,0 +1,208 @@
+"""The model registry: the built-in model, the official TIPO checkpoints, local files.
+
+A model is named by registry name (``TIPO-500M-ft``), local path (a ``.gguf`` file or an HF
+folder) or HF repo id (``KBlueLeaf/TIPO-500M-ft``). Downloads go through huggingface_hub into its
+cache, with its progress bar. Local files are also looked up in ``$TIPO_MODELS`` (default
+``~/.cache/tipo/models``): offline, put the named file there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import ModelError
+
+__all__ = ["BUILTIN", "REGISTRY", "ModelInfo", "ResolvedModel", "list_models", "models_dir", "resolve"]
+
+KOHAKU = "kohaku-license-1.0"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One known model: where it lives, its shape and its license."""
+
+    name: str
+    repo: str
+    gguf: str
+    params: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int = 32013
+    ctx: int = 1024
+    license: str = KOHAKU
+    commercial: bool = False  # False: the license restricts commercial use
+    format_version: str = "tipo-1"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# The official TIPO checkpoints (prompt format: FORMAT.md, "tipo-1").
+REGISTRY: tuple[ModelInfo, ...] = (
+    ModelInfo("TIPO-500M-ft", "KBlueLeaf/TIPO-500M-ft", "TIPO-500M-ft-F16.gguf", "508M", 1280, 20, 20, 3840,
+              note="TIPO-500M fine-tuned; the reference's default"),
+    ModelInfo("TIPO-500M", "KBlueLeaf/TIPO-500M", "TIPO-500M_epoch5-F16.gguf", "508M", 1280, 20, 20, 3840),
+    ModelInfo("TIPO-200M-ft2", "KBlueLeaf/TIPO-200M-ft2", "TIPO-200M-ft2-F16.gguf", "203M", 1024, 20, 16, 2816),
+    ModelInfo("TIPO-200M-ft", "KBlueLeaf/TIPO-200M-ft", "TIPO-200M-ft-F16.gguf", "203M", 1024, 20, 16, 2816),
+    ModelInfo("TIPO-200M", "KBlueLeaf/TIPO-200M", "TIPO-200M-40Btok-F16.gguf", "203M", 1024, 20, 16, 2816),
+    ModelInfo("TIPO-100M", "KBlueLeaf/TIPO-100M", "TIPO-100M-F16.gguf", "100M", 768, 12, 12, 2304),
+)
+
+BUILTIN_FILE = "tipo-builtin.gguf"
+BUILTIN = ModelInfo(
+    "tipo-builtin", "", BUILTIN_FILE, "small", 0, 0, 0, 0, license="Apache-2.0 (weights; data CC BY 4.0 and MIT)",
+    commercial=True, note="trained by tipo's own recipe on shipped data; see tipo/data/MODEL_CARD.md",
+)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model ready to load: a local path and what is known about it."""
+
+    path: Path
+    info: ModelInfo | None
+    spec: str
+
+    @property
+    def label(self) -> str:
+        return self.info.name if self.info else self.spec
+
+
+def models_dir() -> Path:
+    """Where tipo looks for model files first: ``$TIPO_MODELS`` or ``~/.cache/tipo/models``."""
+    return Path(os.environ.get("TIPO_MODELS") or Path.home() / ".cache" / "tipo" / "models")
+
+
+def builtin_path() -> Path:
+    return Path(str(resources.files("tipo") / "data" / BUILTIN_FILE))
+
+
+def _by_name(spec: str) -> ModelInfo | None:
+    low = spec.lower()
+    for info in REGISTRY:
+        if low in (info.name.lower(), info.repo.lower()):
+            return info
+    return None
+
+
+def _download(repo: str, filename: str | None, where_hint: Path) -> Path:
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        raise ModelError(
+            f"{repo}/{filename or ''} is not on this machine and huggingface_hub is not installed to fetch it: "
+            f"pip install 'tipo[llama]', or download it yourself and put it at {where_hint}"
+        ) from None
+    try:
+        if filename is None:
+            return Path(hub.snapshot_download(repo_id=repo))
+        try:
+            return Path(hub.hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
+        except Exception:
+            return Path(hub.hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as exc:
+        what = f"https://huggingface.co/{repo}" + (f"/blob/main/{filename}" if filename else "")
+        raise ModelError(
+            f"could not download {filename or repo} from {repo} ({type(exc).__name__}); offline? "
+            f"Fetch {what} elsewhere and put it at {where_hint}"
+        ) from None
+
+
+def resolve(spec: str | os.PathLike[str] | None, backend: str = "auto") -> ResolvedModel:
+    """Find a model by registry name, local path or HF repo id; download when needed.
+
+    Example:
+        >>> resolve(None).info.name  # the built-in model  # doctest: +SKIP
+        'tipo-builtin'
+    """
+    if spec is None or str(spec) in ("", BUILTIN.name):
+        path = builtin_path()
+        if not path.exists():
+            raise ModelError(f"the built-in model is missing from this install ({path}); reinstall tipo "
+                             "or pass --model with a .gguf file, an HF folder or a registry name")
+        return ResolvedModel(path, BUILTIN, BUILTIN.name)
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.exists():
+        return ResolvedModel(path, None, text)
+    info = _by_name(text)
+    if info is not None:
+        if backend == "hf":
+            return ResolvedModel(_download(info.repo, None, models_dir() / info.name), info, text)
+        local = models_dir() / info.gguf
+        if local.exists():
+            return ResolvedModel(local, info, text)
+        return ResolvedModel(_download(info.repo, info.gguf, local), info, text)
+    if text.endswith((".gguf", ".GGUF")) or os.sep in text and not _looks_like_repo(text):
+        raise ModelError(f"model file {text} does not exist; check the path")
+    if _looks_like_repo(text):
+        if backend == "llama":
+            raise ModelError(f"{text} is an HF repo id; for llama.cpp name its .gguf file: download it "
+                             f"and pass the path, or use --backend hf for the HF checkpoint")
+        return ResolvedModel(_download(text, None, models_dir() / text.replace("/", "--")), None, text)
+    names = ", ".join(i.name for i in REGISTRY)
+    raise ModelError(f"unknown model {text!r}: not a file, a folder, a registry name ({names}) or an HF repo id")
+
+
+def _looks_like_repo(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def license_notice(model: ResolvedModel, stream=None) -> None:  # noqa: ANN001
+    """Print a model's license once per machine (a marker in the models folder records it)."""
+    info = model.info
+    if info is None or info is BUILTIN:
+        return
+    marker = models_dir() / ".licenses-shown" / info.name
+    if marker.exists():
+        return
+    flag = "" if info.commercial else " It restricts COMMERCIAL use: read its terms before using outputs commercially."
+    print(f"tipo: {info.name} is licensed under {info.license} (see https://huggingface.co/{info.repo}).{flag}",
+          file=stream or sys.stderr)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    kind: str
+    where: str
+    license: str
+    note: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.name:<16} {self.kind:<9} {self.license:<22} {self.where}" + (f"  ({self.note})" if self.note else "")
+
+
+def list_models() -> list[ModelRow]:
+    """The built-in model first, then the registry, then .gguf files in the models folder."""
+    rows = []
+    b = builtin_path()
+    rows.append(ModelRow(BUILTIN.name, "built-in", str(b) if b.exists() else "(missing)", "Apache-2.0", "default"))
+    d = models_dir()
+    for info in REGISTRY:
+        local = d / info.gguf
+        where = str(local) if local.exists() else f"hf://{info.repo}/{info.gguf}"
+        flag = "" if info.commercial else ", non-commercial"
+        rows.append(ModelRow(info.name, "registry", where, info.license + flag, info.note))
+    known = {i.gguf for i in REGISTRY}
+    if d.is_dir():
+        for f in sorted(d.glob("*.gguf")):
+            if f.name not in known:
+                rows.append(ModelRow(f.stem, "local", str(f), "unknown", ""))
+    return rows

@@ -1,0 +1,135 @@
+"""Sampling one token from logits: one rule per class, composed in a list (numpy only).
+
+The same rules run on every backend, so llama.cpp and transformers share one semantics. Order
+(that of llama.cpp's default chain): constraint mask -> repetition penalty -> top-k -> top-p ->
+min-p -> temperature -> draw. Top-p and min-p see the untempered distribution. Temperature 0
+is greedy. The draw uses a local ``numpy.random.Generator`` seeded from the request's seed;
+no global random state is read or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import RequestError
+from .request import Sampling
+
+__all__ = ["MinP", "RepetitionPenalty", "Sampler", "TopK", "TopP"]
+
+NEG_INF = np.float32(-np.inf)
+
+
+class RepetitionPenalty:
+    """CTRL-style penalty on every token already in the context (prompt and generated):
+    positive logits are divided by the penalty, negative ones multiplied."""
+
+    def __init__(self, penalty: float) -> None:
+        if not penalty > 0:
+            raise RequestError(f"repetition_penalty={penalty!r} must be > 0 (1 = off)")
+        self.penalty = float(penalty)
+
+    def __call__(self, context: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if self.penalty == 1.0 or context.size == 0:
+            return logits
+        ids = np.unique(context)
+        vals = logits[ids]
+        logits[ids] = np.where(vals > 0, vals / self.penalty, vals * self.penalty)
+        return logits
+
+
+class TopK:
+    """Keep the k highest logits (k = 0 keeps all). Returns candidate ids, best first."""
+
+    def __init__(self, k: int) -> None:
+        if k < 0:
+            raise RequestError(f"top_k={k!r} must be >= 0 (0 = off)")
+        self.k = int(k)
+
+    def candidates(self, logits: np.ndarray) -> np.ndarray:
+        finite = np.flatnonzero(np.isfinite(logits))
+        if self.k and self.k < finite.size:
+            part = np.argpartition(logits[finite], -self.k)[-self.k :]
+            finite = finite[part]
+        # Best first; ties broken by token id so results never depend on sort internals.
+        order = np.lexsort((finite, -logits[finite]))
+        return finite[order]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits.astype(np.float64) - float(logits.max()))
+    return z / z.sum()
+
+
+class TopP:
+    """Nucleus filter on candidates sorted best first: keep the smallest prefix whose
+    probability reaches p (p = 1 is off)."""
+
+    def __init__(self, p: float) -> None:
+        if not 0 < p <= 1:
+            raise RequestError(f"top_p={p!r} must be in (0, 1]")
+        self.p = float(p)
+
+    def keep(self, logits: np.ndarray) -> int:
+        if self.p >= 1.0:
+            return logits.size
+        cum = np.cumsum(_softmax(logits))
+        return min(int(np.searchsorted(cum, self.p, side="left")) + 1, int(logits.size))
+
+
+class MinP:
+    """Drop candidates whose probability is below p times the best one's (p = 0 is off)."""
+
+    def __init__(self, p: float) -> None:
+        if not 0 <= p <= 1:
+            raise RequestError(f"min_p={p!r} must be in [0, 1]")
+        self.p = float(p)
+
+    def keep(self, logits: np.ndarray) -> int:
+        if self.p <= 0.0:
+            return logits.size
+        probs = _softmax(logits)
+        return max(1, int(np.count_nonzero(probs >= self.p * probs[0])))
+
+
+class Sampler:
+    """Draw tokens under a :class:`~tipo.request.Sampling` with a seeded local generator.
+
+    Example:
+        >>> s = Sampler(Sampling(temperature=0, seed=0))
+        >>> s.pick(np.array([0.1, 2.0, 0.3], dtype=np.float32), [])
+        1
+    """
+
+    def __init__(self, settings: Sampling) -> None:
+        if settings.seed is None:
+            raise RequestError("Sampler needs a seed; Expander draws one when the request has none")
+        self.settings = settings
+        self.penalty = RepetitionPenalty(settings.repetition_penalty)
+        self.top_k = TopK(settings.top_k)
+        self.top_p = TopP(settings.top_p)
+        self.min_p = MinP(settings.min_p)
+        self.rng = np.random.Generator(np.random.PCG64(settings.seed))
+
+    def pick(self, logits: np.ndarray, context: Sequence[int] | np.ndarray, banned: np.ndarray | None = None) -> int:
+        """Pick the next token id. ``banned`` is a boolean mask of forbidden ids."""
+        work = np.array(logits, dtype=np.float32, copy=True)
+        if banned is not None:
+            work[banned] = NEG_INF
+        work = self.penalty(np.asarray(context, dtype=np.int64), work)
+        if self.settings.temperature == 0:
+            if not np.isfinite(work).any():
+                raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
+            return int(np.argmax(work))
+        ids = self.top_k.candidates(work)
+        if ids.size == 0:
+            raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
+        cand = work[ids]
+        n = self.top_p.keep(cand)
+        n = min(n, self.min_p.keep(cand[:n]))
+        ids, cand = ids[:n], cand[:n]
+        probs = _softmax(cand / np.float32(self.settings.temperature))
+        cum = np.cumsum(probs)
+        r = self.rng.random() * cum[-1]
+        return int(ids[min(int(np.searchsorted(cum, r, side="right")), n - 1)])
