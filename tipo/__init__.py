@@ -21,9 +21,9 @@ _EXPORTS = {
     "Length": "tipo.request",
     "Output": "tipo.request",
     "CaptionKind": "tipo.request",
-    "Task": "tipo.plan",
-    "Plan": "tipo.plan",
-    "plan": "tipo.plan",
+    "Task": "tipo.planner",
+    "Plan": "tipo.planner",
+    "plan": "tipo.planner",
     "parse_text": "tipo.parse",
     "Parsed": "tipo.parse",
     "Expansion": "tipo.result",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
     from .expander import Expander, expand  # noqa: F401
     from .parse import Parsed, parse_text  # noqa: F401
-    from .plan import Plan, Task, plan  # noqa: F401
+    from .planner import Plan, Task, plan  # noqa: F401
     from .request import CaptionKind, Length, Output, Request, Sampling  # noqa: F401
     from .result import Expansion, Provenance, finish  # noqa: F401
     from .syntax import parse_prompt, render_items  # noqa: F401

@@ -143,7 +143,7 @@ def sampling_from_args(args: argparse.Namespace):  # noqa: ANN201
 
 
 def _cmd_expand(args: argparse.Namespace) -> int:
-    from .plan import plan
+    from .planner import plan
     from .template import resolve_template
 
     if args.batch:

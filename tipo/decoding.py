@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .parse import KEYS
-from .plan import Field, Plan
+from .planner import Field, Plan
 from .result import BanList
 from .tags import TagTable, default_table, normalize
 

@@ -21,7 +21,7 @@ from .backends import Backend, open_backend, pick_backend
 from .decoding import DecodeRules
 from .errors import ModelError, RequestError
 from .parse import parse_text
-from .plan import META_KEYS, Field, Plan, Task, plan, rebuild
+from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
 from .registry import ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish

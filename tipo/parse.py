@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .plan import META_KEYS
+from .planner import META_KEYS
 from .request import Length
 from .tags import Category, TagTable, default_table, normalize
 

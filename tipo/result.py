@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .parse import JSON_ORDER, Parsed
-from .plan import Field, Plan
+from .planner import Field, Plan
 from .request import CaptionKind, Request
 from .syntax import ItemKind, render_item, render_tag
 from .tags import Category, TagTable, default_table, normalize

@@ -30,6 +30,8 @@ __all__ = [
     "UserTag",
     "UserTags",
     "build_prompt",
+    "build_sample",
+    "rebuild",
     "plan",
     "read_user_tags",
     "target_line",
@@ -329,3 +331,66 @@ def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = Non
         meta = {category: p.user.by_category(category) for category, _ in META_KEYS}
     prompt = build_prompt(p.task, p.length, p.request.gen_meta, meta, p.request.ratio, inputs, p.open_field)
     return Plan(p.task, prompt, p.open_field, p.fields, p.length, p.request, p.user, inputs)
+
+
+def build_sample(
+    task: Task | None,
+    length: Length,
+    *,
+    tags: list[str],
+    given_tags: int = 0,
+    short: str = "",
+    long: str = "",
+    meta: dict[Category, list[str]] | None = None,
+    ratio: float | None = None,
+    open_field: Field | None = None,
+    gen_meta: dict[Category, list[str]] | None = None,
+) -> tuple[str, str]:
+    """One training sample as ``(prompt, completion)``: the prompt exactly as inference builds it
+    (same :func:`build_prompt`), the completion what the model must write (EOS not included).
+
+    Args:
+        task: the trained task, or None for plain tag expansion.
+        tags: the sample's special and general tags, in the (shuffled) order to write them.
+        given_tags: how many of ``tags`` the prompt gives (a prefix); the model writes the rest.
+        short, long: the captions of the sample.
+        meta: meta lines shown in the prompt; ``gen_meta``: meta lines the model writes after
+            the content (sets the ``<|gen_meta|>`` target token).
+        open_field: the first field the model writes; None is the first field after the input
+            (the input itself when it is ``tag``).
+
+    Example:
+        >>> p, c = build_sample(Task.TAG_TO_LONG, Length.SHORT, tags=["1girl", "smile", "hat"], given_tags=1,
+        ...                     long="A girl smiles.")
+        >>> print(p + c)
+        target: <|short|> <|tag_to_long|>
+        tag: 1girl, smile, hat
+        long: A girl smiles.
+    """
+    fields = task.fields if task is not None else (Field.TAG,)
+    values = {Field.TAG: ", ".join(tags), Field.SHORT: short, Field.LONG: long}
+    if open_field is None:
+        open_field = fields[0] if fields[0] is Field.TAG or len(fields) == 1 else fields[1]
+    if open_field not in fields:
+        raise RequestError(f"open_field {open_field.value!r} is not a field of task {task}")
+    inputs: dict[Field, str] = {}
+    for f in fields[: fields.index(open_field)]:
+        inputs[f] = values[f]
+    if open_field is Field.TAG and given_tags:
+        inputs[Field.TAG] = ", ".join(tags[:given_tags])
+    prompt = build_prompt(task, length, bool(gen_meta), meta or {}, ratio, inputs, open_field)
+    parts = []
+    for f in fields[fields.index(open_field):]:
+        if f is Field.TAG and f is open_field:
+            rest = tags[given_tags:]
+            if rest:
+                parts.append((", " if given_tags else " ") + ", ".join(rest))
+        elif f is open_field:
+            parts.append(" " + values[f] if values[f] else " <|empty|>")
+        else:
+            parts.append(f"\n{f.value}: " + (values[f] or "<|empty|>"))
+    for category, key in META_KEYS:
+        for_model = (gen_meta or {}).get(category) or []
+        if for_model:
+            parts.append(f"\n{key}: {', '.join(for_model)}")
+    return prompt, "".join(parts)
