@@ -172,6 +172,8 @@ class Expander:
         stop = rules.stop(completion)
         if stop is not None:
             completion = completion[: stop[0]]
+        elif reason in ("max_new_tokens", "context full"):
+            completion = _drop_unfinished_tag(rules, completion)
         return completion, len(generated), reason, t_first
 
     def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
@@ -236,6 +238,15 @@ class Expander:
             return p, backend.encode(p.prompt), trimmed
         raise ModelError(f"the request does not fit the model's context of {backend.n_ctx} tokens even after "
                          "trimming tags, caption and meta lines; shorten the input")
+
+
+def _drop_unfinished_tag(rules: DecodeRules, completion: str) -> str:
+    """Cut a tag the token budget interrupted ("long ha"): it is not a tag the model chose."""
+    st = rules.state(completion)
+    if not st.line_is_tags or not st.partial.strip() or len(st.partial) > len(completion):
+        return completion
+    cut = completion[: len(completion) - len(st.partial)].rstrip()
+    return cut[:-1] if cut.endswith(",") else cut
 
 
 def _largest(n: int, ok) -> int | None:  # noqa: ANN001

@@ -49,10 +49,11 @@ REGISTRY: tuple[ModelInfo, ...] = (
     ModelInfo("TIPO-500M-ft", "KBlueLeaf/TIPO-500M-ft", "TIPO-500M-ft-F16.gguf", "508M", 1280, 20, 20, 3840,
               note="TIPO-500M fine-tuned; the reference's default"),
     ModelInfo("TIPO-500M", "KBlueLeaf/TIPO-500M", "TIPO-500M_epoch5-F16.gguf", "508M", 1280, 20, 20, 3840),
-    ModelInfo("TIPO-200M-ft2", "KBlueLeaf/TIPO-200M-ft2", "TIPO-200M-ft2-F16.gguf", "203M", 1024, 20, 16, 2816),
-    ModelInfo("TIPO-200M-ft", "KBlueLeaf/TIPO-200M-ft", "TIPO-200M-ft-F16.gguf", "203M", 1024, 20, 16, 2816),
-    ModelInfo("TIPO-200M", "KBlueLeaf/TIPO-200M", "TIPO-200M-40Btok-F16.gguf", "203M", 1024, 20, 16, 2816),
-    ModelInfo("TIPO-100M", "KBlueLeaf/TIPO-100M", "TIPO-100M-F16.gguf", "100M", 768, 12, 12, 2304),
+    ModelInfo("TIPO-200M-ft2", "KBlueLeaf/TIPO-200M-ft2", "TIPO-200M-ft2-F16.gguf", "203M", 768, 20, 12, 2304),
+    ModelInfo("TIPO-200M-ft", "KBlueLeaf/TIPO-200M-ft", "TIPO-200M-ft-F16.gguf", "203M", 768, 20, 12, 2304),
+    ModelInfo("TIPO-200M", "KBlueLeaf/TIPO-200M", "TIPO-200M-40Btok-F16.gguf", "203M", 768, 20, 12, 2304),
+    ModelInfo("TIPO-100M", "KBlueLeaf/TIPO-100M", "TIPO-100M-F16.gguf", "101M", 512, 20, 8, 1536,
+              note="shape not verified against the published config"),
 )
 
 BUILTIN_FILE = "tipo-builtin.gguf"
