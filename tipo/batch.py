@@ -99,14 +99,14 @@ def _load_done(out_path: Path) -> tuple[dict[int, str], int | None]:
 
 def run_batch(args: argparse.Namespace) -> int:
     """The ``tipo expand --batch FILE --out FILE`` command."""
-    from .cli import request_from_args, sampling_from_args
+    from .cli import _task, _template, options_from_args
     from .expander import Expander, fresh_seed
 
     if not args.out:
         raise RequestError("--batch needs --out FILE.jsonl for the results")
     if args.dry_run:
         raise RequestError("--dry-run is for single prompts; drop it for --batch")
-    template_req = request_from_args(args)
+    template_req, sampling = options_from_args(args)
     defaults = {k: getattr(template_req, k) for k in _FIELD_ORDER if k != "tags"}
     if not args.caption:
         defaults.pop("caption", None)
@@ -117,19 +117,18 @@ def run_batch(args: argparse.Namespace) -> int:
     if old_base is not None and base != old_base:
         raise RequestError(f"{out_path} was started with base seed {old_base}; rerun with --seed {old_base} "
                            "or write to a new file")
-    sampling = sampling_from_args(args)
     todo = [i for i in range(len(requests)) if i not in done]
     if not todo:
         print(f"tipo: {out_path} already holds all {len(requests)} records", file=sys.stderr)
         return 0
     bar = _progress(len(requests), len(done))
-    with Expander(args.model, backend=args.backend, n_threads=args.threads) as expander, \
+    with Expander(args.model or None, backend=args.backend, n_threads=args.threads) as expander, \
             open(out_path, "a", encoding="utf-8") as fh:
         for i in todo:
             kw, seed = requests[i]
             seed = seed if seed is not None else derive_seed(base, i)
-            result = expander.expand(Request(**kw), sampling.with_seed(seed), template=args.template,  # type: ignore[arg-type]
-                                     task=args.task)
+            result = expander.expand(Request(**kw), sampling.with_seed(seed), template=_template(args),  # type: ignore[arg-type]
+                                     task=_task(args))
             rec = {"index": i, "base_seed": base, "seed": seed, "request": {k: kw[k] for k in _FIELD_ORDER if k in kw},
                    "result": result.to_dict(timings=args.timings)}
             fh.write(json.dumps(rec, default=_jsonable) + "\n")

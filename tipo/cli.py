@@ -36,44 +36,33 @@ def _check_utf8(values: Sequence[str]) -> None:
             ) from None
 
 
-def _add_request_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("request")
-    g.add_argument("tags", nargs="?", default="", help="the tag text as typed in a host app (weights, LoRA tags, BREAK kept)")
-    g.add_argument("--caption", default="", help="natural-language text to extend or to take tags from")
-    g.add_argument("--caption-kind", choices=["short", "long", "auto"], default="auto",
-                   help="is the caption short (to be extended) or already long (default: auto: long when it "
-                        "has several lines, more than 3 sentences or more than 60 words)")
-    g.add_argument("--length", choices=["very_short", "short", "long", "very_long"], default="long",
-                   help="size class of the result (default: long)")
-    g.add_argument("--width", type=int, help="image width in pixels (with --height: the aspect ratio line)")
-    g.add_argument("--height", type=int, help="image height in pixels")
-    g.add_argument("--aspect-ratio", type=float, help="width / height, instead of --width/--height")
-    g.add_argument("--output", choices=["both", "tags", "caption"], default="both",
-                   help="what to get back: more tags and a caption, tags only, or a caption only (default: both)")
-    g.add_argument("--gen-meta", action="store_true", help="let the model fill in missing meta lines")
-    g.add_argument("--ban", default="", help="comma-separated tags that must not be generated")
-    g.add_argument("--ban-regex", action="append", default=[], metavar="REGEX",
-                   help="a regular expression; generated tags that fully match it are dropped (repeatable)")
-    g.add_argument("--task", help="force one trained task (e.g. short_to_long_to_tag) instead of the automatic plan")
-    g.add_argument("--template", help="a template text with <|placeholders|>, or a preset: tags, caption, both, caption_first")
+def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
+    """Flags generated from tipo.options.OPTIONS (the one declaration of every option)."""
+    from .options import OPTIONS, Kind
 
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    from .request import Sampling
-
-    d = Sampling()
-    g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", help="registry name, local .gguf file or HF folder, or HF repo id (default: the built-in model)")
-    g.add_argument("--backend", choices=["auto", "llama", "hf"], default="auto",
-                   help="llama.cpp (GGUF) or transformers (HF folder); auto picks by the model")
-    g.add_argument("--seed", type=int, help="seed (any integer >= 0; omitted: a fresh one, reported in the result)")
-    g.add_argument("--temperature", type=float, default=d.temperature, help=f"default {d.temperature}; 0 = greedy")
-    g.add_argument("--top-p", type=float, default=d.top_p, help=f"default {d.top_p}")
-    g.add_argument("--top-k", type=int, default=d.top_k, help=f"default {d.top_k}; 0 = off")
-    g.add_argument("--min-p", type=float, default=d.min_p, help=f"default {d.min_p}")
-    g.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help=f"default {d.repetition_penalty}")
-    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"default {d.max_new_tokens}")
-    g.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
+    titles = {"request": "request", "sampling": "sampling", "model": "model"}
+    arg_groups = {g: p.add_argument_group(titles[g]) for g in groups}
+    for o in OPTIONS:
+        if o.group not in groups:
+            continue
+        g = arg_groups[o.group]
+        helptext = o.help + (f" (default: {o.default})" if o.default not in ("", None) else "")
+        if o.name == "tags":
+            g.add_argument("tags", nargs="?", default="", help=o.help)
+        elif o.name == "ban_regex":
+            g.add_argument(o.flag, action="append", default=[], metavar="REGEX", help=o.help + " (repeatable)")
+        elif o.kind is Kind.BOOL:
+            g.add_argument(o.flag, action="store_true", help=o.help)
+        elif o.kind is Kind.CHOICE:
+            g.add_argument(o.flag, choices=o.choices, default=o.default, help=helptext)
+        elif o.kind is Kind.INT:
+            g.add_argument(o.flag, type=int, default=None, help=helptext)
+        elif o.kind is Kind.FLOAT:
+            g.add_argument(o.flag, type=float, default=None, help=helptext)
+        else:
+            g.add_argument(o.flag, default=None, help=helptext)
+    if "model" in groups:
+        arg_groups["model"].add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("expand", help="expand a prompt (or plan it with --dry-run)",
                         description="Expand tags and/or a caption into a richer prompt in one model pass.")
-    _add_request_flags(ex)
-    _add_model_flags(ex)
+    _add_option_flags(ex, ("request", "sampling", "model"))
     ex.add_argument("--dry-run", action="store_true", help="load nothing; print the planned model input")
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     ex.add_argument("--timings", action="store_true", help="with --json: include the timings (they differ run to run)")
@@ -108,38 +96,34 @@ def _version() -> str:
     return f"tipo {__version__}"
 
 
-def request_from_args(args: argparse.Namespace):  # noqa: ANN201
-    """Translate parsed flags into a :class:`~tipo.request.Request`."""
-    from .request import Request
+def options_from_args(args: argparse.Namespace):  # noqa: ANN201
+    """The request and sampling settings the flags describe (through tipo.options)."""
+    from .options import OPTIONS, from_values
 
-    ban = tuple(t for t in args.ban.split(",") if t.strip()) if args.ban else ()
-    return Request(
-        tags=args.tags,
-        caption=args.caption,
-        caption_kind=None if args.caption_kind == "auto" else args.caption_kind,
-        length=args.length,
-        width=args.width,
-        height=args.height,
-        aspect_ratio=args.aspect_ratio,
-        output=args.output,
-        gen_meta=args.gen_meta,
-        ban=ban,
-        ban_regex=tuple(args.ban_regex),
-    )
+    values = {o.name: getattr(args, o.name) for o in OPTIONS
+              if o.group in ("request", "sampling") and getattr(args, o.name, None) is not None}
+    # On the command line a given size must be real: 0 is the host apps' "unset", not a size.
+    for name in ("width", "height", "aspect_ratio"):
+        value = values.get(name)
+        if value is not None and value <= 0:
+            raise RequestError(f"{name}={value} is not valid; give a positive number (or leave the flag out)")
+    return from_values(values)
+
+
+def request_from_args(args: argparse.Namespace):  # noqa: ANN201
+    return options_from_args(args)[0]
 
 
 def sampling_from_args(args: argparse.Namespace):  # noqa: ANN201
-    from .request import Sampling
+    return options_from_args(args)[1]
 
-    return Sampling(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+
+def _task(args: argparse.Namespace) -> str | None:
+    return None if args.task in (None, "auto") else args.task
+
+
+def _template(args: argparse.Namespace) -> str | None:
+    return args.template or None
 
 
 def _cmd_expand(args: argparse.Namespace) -> int:
@@ -152,11 +136,10 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         return run_batch(args)
     if args.out:
         raise RequestError("--out is only for --batch; without --batch the result goes to stdout")
-    request = request_from_args(args)
-    if args.template is not None:
-        resolve_template(args.template)
-    sampling = sampling_from_args(args)
-    planned = plan(request, task=args.task)
+    request, sampling = options_from_args(args)
+    if _template(args) is not None:
+        resolve_template(_template(args))
+    planned = plan(request, task=_task(args))
     if args.dry_run:
         if args.json:
             _print_json(planned.to_dict())
@@ -165,8 +148,8 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         return 0
     from .expander import Expander
 
-    with Expander(args.model, backend=args.backend, n_threads=args.threads) as expander:
-        result = expander.expand(request, sampling, template=args.template, task=args.task)
+    with Expander(args.model or None, backend=args.backend, n_threads=args.threads) as expander:
+        result = expander.expand(request, sampling, template=_template(args), task=_task(args))
     if args.json:
         _print_json(result.to_dict(timings=args.timings))
     else:
