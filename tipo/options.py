@@ -115,7 +115,7 @@ def from_values(values: Mapping[str, object]) -> tuple[Request, Sampling]:
     v = {o.name: values.get(o.name, o.default) for o in OPTIONS}
     width, height = int(v["width"] or 0), int(v["height"] or 0)  # type: ignore[call-overload]
     raw_regex = v["ban_regex"] or ()
-    ban_regex = (raw_regex,) if isinstance(raw_regex, str) else tuple(str(r) for r in raw_regex)  # type: ignore[union-attr]
+    ban_regex = (raw_regex,) if isinstance(raw_regex, str) else tuple(str(r) for r in raw_regex)  # type: ignore[attr-defined]
     request = Request(
         tags=str(v["tags"] or ""),
         caption=str(v["caption"] or ""),
