@@ -11,7 +11,7 @@ from golden_cases import cli_args, load, request_kwargs
 
 from tipo.cli import main
 from tipo.parse import parse_text
-from tipo.plan import plan
+from tipo.planner import plan
 from tipo.request import Request
 
 PROMPTS = load("prompts.jsonl")

@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tipo.parse import parse_text
-from tipo.plan import plan, read_user_tags
+from tipo.planner import plan, read_user_tags
 from tipo.request import Request
 from tipo.result import finish
 from tipo.syntax import parse_prompt, render_items

@@ -4,7 +4,7 @@ import pytest
 
 from tipo.errors import RequestError
 from tipo.parse import parse_text
-from tipo.plan import plan
+from tipo.planner import plan
 from tipo.request import Request
 from tipo.result import BanList, finish
 from tipo.template import Preset, render_template
