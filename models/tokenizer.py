@@ -76,7 +76,7 @@ def _require_sentencepiece() -> Any:
         import sentencepiece
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "models.tokenizer needs sentencepiece: pip install 'tipo[train]' (or: pip install sentencepiece)"
+            "models.tokenizer needs sentencepiece: pip install 'tipo-prompt[train]' (or: pip install sentencepiece)"
         ) from error
     return sentencepiece
 

@@ -17,7 +17,7 @@ from tipo.errors import ModelError
 from tipo.parse import parse_text
 from tipo.tokens import ADDED_TOKENS
 
-pytest.importorskip("llama_cpp", reason="the llama.cpp backend needs llama-cpp-python: pip install 'tipo[llama]'")
+pytest.importorskip("llama_cpp", reason="the llama.cpp backend needs llama-cpp-python: pip install 'tipo-prompt[llama]'")
 GREEDY = Sampling(temperature=0, seed=0, max_new_tokens=40)
 
 

@@ -94,7 +94,7 @@ def hf_model(tiny_model):
 @pytest.fixture(scope="module")
 def llama_cpp():
     return pytest.importorskip(
-        "llama_cpp", reason="llama.cpp tests need llama-cpp-python: pip install 'tipo[llama]'"
+        "llama_cpp", reason="llama.cpp tests need llama-cpp-python: pip install 'tipo-prompt[llama]'"
     )
 
 

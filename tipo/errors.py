@@ -17,7 +17,7 @@ class MissingDependencyError(TipoError, ImportError):
     def __init__(self, module: str, extra: str, purpose: str) -> None:
         super().__init__(
             f"{purpose} needs the Python package '{module}', which is not installed. "
-            f"Install it with: pip install 'tipo[{extra}]'"
+            f"Install it with: pip install 'tipo-prompt[{extra}]'"
         )
         self.module = module
         self.extra = extra

@@ -99,7 +99,7 @@ def _download(repo: str, filename: str | None, where_hint: Path) -> Path:
     except ImportError:
         raise ModelError(
             f"{repo}/{filename or ''} is not on this machine and huggingface_hub is not installed to fetch it: "
-            f"pip install 'tipo[llama]', or download it yourself and put it at {where_hint}"
+            f"pip install 'tipo-prompt[llama]', or download it yourself and put it at {where_hint}"
         ) from None
     try:
         if filename is None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-INSTALL_HINT = 'pip install "tipo[image]" (it brings torch, transformers and pillow)'
+INSTALL_HINT = 'pip install "tipo-prompt[image]" (it brings torch, transformers and pillow)'
 
 T = TypeVar("T")
 
