@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ModelError
 
-__all__ = ["BUILTIN", "REGISTRY", "ModelInfo", "ResolvedModel", "list_models", "models_dir", "resolve"]
+__all__ = ["BUILTIN", "REGISTRY", "ModelInfo", "ResolvedModel", "list_models", "local_models", "models_dir", "resolve"]
 
 KOHAKU = "kohaku-license-1.0"
 
@@ -93,6 +93,10 @@ def _by_name(spec: str) -> ModelInfo | None:
     return None
 
 
+def _by_file(name: str) -> ModelInfo | None:
+    return next((i for i in REGISTRY if i.gguf == name), None)
+
+
 def _download(repo: str, filename: str | None, where_hint: Path) -> Path:
     try:
         import huggingface_hub as hub
@@ -133,6 +137,9 @@ def resolve(spec: str | os.PathLike[str] | None, backend: str = "auto") -> Resol
     path = Path(text).expanduser()
     if path.exists():
         return ResolvedModel(path, None, text)
+    local = models_dir() / text
+    if local.exists() and local.name == text:
+        return ResolvedModel(local, _by_file(text), text)
     info = _by_name(text)
     if info is not None:
         if backend == "hf":
@@ -190,6 +197,25 @@ class ModelRow:
         return f"{self.name:<16} {self.kind:<9} {self.license:<22} {self.where}" + (f"  ({self.note})" if self.note else "")
 
 
+def local_models(*folders: str | os.PathLike[str]) -> dict[str, Path]:
+    """Model files and folders in the given folders (default: the models folder): name -> path.
+
+    ``.gguf`` files and HF folders (a sub-folder with a ``config.json``); the first folder wins
+    a name. Each name also works as a model spec (``resolve`` looks it up in the models folder).
+    """
+    found: dict[str, Path] = {}
+    for folder in folders or (models_dir(),):
+        base = Path(folder)
+        if not base.is_dir():
+            continue
+        for path in sorted(base.iterdir()):
+            if path.name in found or path.name.startswith("."):
+                continue
+            if (path.is_file() and path.suffix.lower() == ".gguf") or (path / "config.json").is_file():
+                found[path.name] = path
+    return found
+
+
 def list_models() -> list[ModelRow]:
     """The built-in model first, then the registry, then .gguf files in the models folder."""
     rows = []
@@ -202,8 +228,7 @@ def list_models() -> list[ModelRow]:
         flag = "" if info.commercial else ", non-commercial"
         rows.append(ModelRow(info.name, "registry", where, info.license + flag, info.note))
     known = {i.gguf for i in REGISTRY}
-    if d.is_dir():
-        for f in sorted(d.glob("*.gguf")):
-            if f.name not in known:
-                rows.append(ModelRow(f.stem, "local", str(f), "unknown", ""))
+    for name, path in local_models().items():
+        if name not in known:
+            rows.append(ModelRow(name, "local", str(path), "unknown", ""))
     return rows

@@ -1,0 +1,272 @@
+"""TIPO for the A1111 / Forge WebUI: an always-visible accordion that expands each image's prompt.
+
+The tags come from the WebUI's prompt (after styles and sd-dynamic-prompts), the image size from the
+job; every other setting is a widget generated from ``tipo.options.OPTIONS``. In ``process()`` each
+prompt of the batch is expanded with its own seed, derived from the image's seed (``p.all_seeds[i]``,
+plus the TIPO seed when it is not -1), so "reuse seed" reproduces the expansion. Hires prompts that
+equalled the prompt follow it; negative prompts are never touched; LoRA tags, weights and BREAK are
+kept by tipo's rendering.
+
+Infotext keys (fixed meanings, shared with the reference extension so old images still paste):
+``TIPO Parameters`` (JSON of the settings), ``TIPO prompt`` (the prompt before expansion),
+``TIPO nl prompt`` (the caption), ``TIPO format`` (the template). Pasting restores the settings and
+puts the original prompt, not the expanded one, back in the prompt box.
+
+API: ``"alwayson_scripts": {"TIPO": {"args": [...]}}`` with the arguments in :data:`API_ARGS` order
+(a prefix is enough; the rest keep their defaults). See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from modules import script_callbacks, scripts
+
+try:
+    from tipo.options import Kind, Option, by_name, from_values
+    from tipo.pool import DEVICES, ExpanderPool
+except ImportError as exc:  # pragma: no cover - depends on the WebUI's Python
+    raise ImportError(f"the TIPO extension needs the tipo package in the WebUI's Python ({exc}); "
+                      "restart the WebUI to let install.py add it, or run: pip install 'tipo-prompt[llama]'") from exc
+
+TITLE = "TIPO"
+INFOTEXT_KEY = "TIPO Parameters"
+INFOTEXT_PROMPT = "TIPO prompt"
+INFOTEXT_NL_PROMPT = "TIPO nl prompt"
+INFOTEXT_FORMAT = "TIPO format"
+QUOTESWAP = str.maketrans("'\"", "\"'")  # the reference's JSON quoting in infotext, kept for old images
+
+#: The argument order of ``alwayson_scripts["TIPO"]["args"]`` and of ``ui()``'s components: a contract.
+#: New settings are appended, never inserted.
+API_ARGS = (
+    "enabled", "caption", "caption_kind", "length", "output", "gen_meta", "ban", "ban_regex", "task", "template",
+    "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "model", "backend",
+    "device",
+)
+#: Options the WebUI itself provides: the prompt box (tags) and the image size.
+HOST_PROVIDED = ("tags", "width", "height", "aspect_ratio")
+MODEL_FOLDER = "tipo"
+_NOT_REQUEST = ("enabled", "device", "model", "backend", "task", "template")
+_REMEMBERED_OUTPUTS = 512
+
+# The reference extension's infotext (old images): its JSON keys and format names, mapped to ours.
+_LEGACY_KEYS = {"tag_length": "length", "ban_tags": "ban"}
+_LEGACY_FORMATS = {
+    "tag only (DTG mode)": "tags", "NL only (Tag to NL)": "caption", "Both, tag first (recommend)": "both",
+    "Both, NL first (recommend)": "caption_first", "Both + generated NL": "both",
+}
+
+
+def default_settings() -> dict[str, object]:
+    """Every API argument's default (what an API caller gets for arguments it leaves out)."""
+    host = {"enabled": False, "device": DEVICES[0]}
+    return {name: host[name] if name in host else by_name(name).default for name in API_ARGS}
+
+
+def settings_from_args(args: tuple[object, ...]) -> dict[str, object]:
+    """The script's positional arguments (API_ARGS order; a prefix is fine) -> settings by name."""
+    if len(args) > len(API_ARGS):
+        raise ValueError(f"TIPO takes at most {len(API_ARGS)} arguments ({', '.join(API_ARGS)}), got {len(args)}")
+    return {**default_settings(), **dict(zip(API_ARGS, args, strict=False))}  # a prefix is fine
+
+
+def image_seed(tipo_seed: int, seed: int) -> int:
+    """The expansion seed of one image: its image seed, offset by the TIPO seed unless that is -1."""
+    return (int(seed) + max(int(tipo_seed), 0)) % (int(by_name("seed").max or 0) + 1)
+
+
+def paste_key(name: str) -> str:
+    """The infotext key a setting is pasted from (the fixed keys for caption and template)."""
+    return {"caption": INFOTEXT_NL_PROMPT, "template": INFOTEXT_FORMAT}.get(name, f"TIPO {name}")
+
+
+# -- models -----------------------------------------------------------------------------------------
+def models_folder() -> str:
+    """``<WebUI models>/tipo``: its .gguf files and HF folders are listed in the model dropdown."""
+    from modules import paths
+
+    return os.path.join(paths.models_path, MODEL_FOLDER)
+
+
+def local_models() -> dict[str, str]:
+    """Names -> paths of the .gguf files and HF folders (with a config.json) in the models folder."""
+    from tipo.registry import local_models as find
+
+    return {name: str(path) for name, path in find(models_folder()).items()}
+
+
+def model_choices() -> list[str]:
+    """The built-in model (when installed), the local files and folders, then the registry names."""
+    from tipo.registry import list_models
+
+    rows = list_models()
+    choices = [r.name for r in rows if r.kind == "built-in" and r.where != "(missing)"]
+    choices += list(local_models()) + [r.name for r in rows if r.kind == "registry"]
+    return list(dict.fromkeys(choices))
+
+
+def torch_device() -> str:
+    """The WebUI's torch device, for transformers models on ``gpu``."""
+    from modules import devices
+
+    return str(devices.device)
+
+
+MODELS = ExpanderPool()  # the extension's one model cache; freed when the WebUI reloads its scripts
+
+
+# -- widgets ----------------------------------------------------------------------------------------
+def component(name: str, choices: list[str]) -> Any:
+    """The gradio component of one setting, from its OPTIONS declaration (kind, default, bounds, help)."""
+    if name == "device":
+        return gr.Dropdown(label="Device", choices=list(DEVICES), value=DEVICES[0],
+                           info="cpu, or the WebUI's GPU (llama.cpp: every layer; transformers: its device)")
+    o: Option = by_name(name)
+    common = {"label": o.label, "info": o.help}
+    if name == "model":
+        return gr.Dropdown(choices=choices, value=choices[0] if choices else "", allow_custom_value=True, **common)
+    if o.kind is Kind.MULTILINE or name == "template":
+        return gr.Textbox(value=o.default, lines=3, **common)
+    if o.kind is Kind.TEXT:
+        return gr.Textbox(value=o.default, lines=1, **common)
+    if o.kind is Kind.CHOICE:
+        return gr.Dropdown(choices=list(o.choices), value=o.default, **common)
+    if o.kind is Kind.BOOL:
+        return gr.Checkbox(value=o.default, **common)
+    if name == "seed":
+        return gr.Number(value=o.default, precision=0, minimum=o.min, maximum=o.max, **common)
+    step = o.step if o.step is not None else (1 if o.kind is Kind.INT else 0.01)
+    return gr.Slider(minimum=o.min, maximum=o.max, step=step, value=o.default, **common)
+
+
+def _accordion() -> tuple[Any, Callable[[], Any] | None]:
+    """A1111 >= 1.7 has InputAccordion (the accordion is the on/off input); older ones get a checkbox."""
+    try:
+        from modules.ui_components import InputAccordion
+    except ImportError:
+        return gr.Accordion(TITLE, open=False), (lambda: gr.Checkbox(label="Enabled", value=False))
+    return InputAccordion(False, label=TITLE), None
+
+
+# -- infotext ---------------------------------------------------------------------------------------
+def write_infotext(p: Any, settings: dict[str, object], original_prompt: str) -> None:
+    params = {k: v for k, v in settings.items() if k not in ("enabled", "caption", "template")}
+    p.extra_generation_params[INFOTEXT_KEY] = json.dumps(params, ensure_ascii=False).translate(QUOTESWAP)
+    p.extra_generation_params[INFOTEXT_PROMPT] = original_prompt
+    if settings["caption"]:
+        p.extra_generation_params[INFOTEXT_NL_PROMPT] = settings["caption"]
+    if settings["template"]:
+        p.extra_generation_params[INFOTEXT_FORMAT] = settings["template"]
+
+
+def _legacy(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the reference extension's images, renamed; unknown keys are dropped."""
+    out = {_LEGACY_KEYS.get(k, k): v for k, v in settings.items()}
+    if isinstance(out.get("length"), str):
+        out["length"] = out["length"].replace(" ", "_")
+    if isinstance(out.get("model"), str) and " | " in out["model"]:
+        out["model"] = out["model"].split(" | ")[0]  # "KBlueLeaf/TIPO-500M-ft | file.gguf": the repo id
+    if "gguf_cpu" in out:
+        out["device"] = "cpu" if out.pop("gguf_cpu") else "gpu"
+    if "template" not in out:  # a named format -> our preset; a custom one -> its text (same placeholders)
+        named, text = _LEGACY_FORMATS.get(str(out.get("format_selected"))), out.get("format")
+        if named or isinstance(text, str):
+            out["template"] = named or text
+    return {k: v for k, v in out.items() if k in API_ARGS}
+
+
+def restore_infotext(infotext: str, params: dict[str, Any]) -> None:
+    """``on_infotext_pasted``: decode ``TIPO Parameters`` into one ``TIPO <name>`` key per setting
+    (what ``infotext_fields`` read), and put the prompt before expansion in ``Prompt``."""
+    raw = params.get(INFOTEXT_KEY)
+    params[paste_key("enabled")] = raw is not None
+    if raw is None:
+        return
+    try:
+        settings = json.loads(raw.translate(QUOTESWAP)) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError) as exc:
+        print(f"TIPO: could not read '{INFOTEXT_KEY}' from the infotext ({exc}); settings left as they are")
+        return
+    params[INFOTEXT_KEY] = settings
+    for name, value in _legacy(settings).items():
+        params[paste_key(name)] = value
+    if INFOTEXT_PROMPT in params:
+        params["Prompt"] = params[INFOTEXT_PROMPT]
+    params.setdefault(INFOTEXT_NL_PROMPT, "")
+    fmt = params.get(INFOTEXT_FORMAT, "")  # the template; old images: a format name, or the JSON's text
+    params[INFOTEXT_FORMAT] = _LEGACY_FORMATS.get(fmt, fmt)
+
+
+script_callbacks.on_infotext_pasted(restore_infotext)
+script_callbacks.on_script_unloaded(MODELS.clear)
+
+
+class TipoScript(scripts.Script):
+    """The always-visible TIPO accordion of txt2img and img2img."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Recent expansion outputs: a prompt that is one of them is not expanded again.
+        self._outputs: OrderedDict[str, None] = OrderedDict()
+
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        choices = model_choices()
+        accordion, checkbox = _accordion()
+        components: dict[str, Any] = {}
+        with accordion:
+            components["enabled"] = checkbox() if checkbox else accordion
+            for name in API_ARGS[1:]:
+                components[name] = component(name, choices)
+        self.infotext_fields = [(components[name], paste_key(name)) for name in API_ARGS]
+        self.paste_field_names = [paste_key(name) for name in API_ARGS]
+        return [components[name] for name in API_ARGS]
+
+    def process(self, p: Any, *args: object) -> None:
+        settings = settings_from_args(args)
+        if not settings["enabled"] or INFOTEXT_PROMPT in p.extra_generation_params:
+            return  # off, or this job was expanded already: never expand twice
+        originals = list(p.all_prompts)
+        if len(p.all_seeds) != len(originals):
+            raise ValueError(f"TIPO: {len(originals)} prompts but {len(p.all_seeds)} seeds in this job")
+        task = None if settings["task"] == "auto" else str(settings["task"])
+        template = str(settings["template"] or "") or None
+        model = local_models().get(str(settings["model"]), str(settings["model"]))
+        device = str(settings["device"])
+        expander = MODELS.get(model, str(settings["backend"]), device,
+                              torch_device=torch_device() if device == "gpu" else "cuda")
+        base = {k: v for k, v in settings.items() if k not in _NOT_REQUEST}
+        base.update(width=int(p.width), height=int(p.height))
+        done: dict[tuple[str, int], str] = {}
+        expanded = []
+        for prompt, seed in zip(originals, p.all_seeds, strict=True):
+            if prompt in self._outputs:
+                expanded.append(prompt)
+                continue
+            key = (prompt, image_seed(int(settings["seed"]), seed))
+            if key not in done:
+                request, sampling = from_values({**base, "tags": prompt, "seed": key[1]})
+                done[key] = expander.expand(request, sampling, template=template, task=task).prompt
+            expanded.append(done[key])
+        if not done:
+            return
+        for text in expanded:
+            self._outputs[text] = None
+            self._outputs.move_to_end(text)
+        while len(self._outputs) > _REMEMBERED_OUTPUTS:
+            self._outputs.popitem(last=False)
+        hr = getattr(p, "all_hr_prompts", None)
+        if hr is not None and len(hr) == len(originals):
+            p.all_hr_prompts = [new if old == orig else old for orig, new, old in zip(originals, expanded, hr, strict=True)]
+        p.all_prompts = expanded
+        write_infotext(p, settings, p.prompt if isinstance(p.prompt, str) else originals[0])

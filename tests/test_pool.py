@@ -1,0 +1,25 @@
+"""The Expander pool hosts use: load once, reuse, evict the least recently used, clear."""
+
+import pytest
+
+from tipo.errors import RequestError
+from tipo.pool import ExpanderPool, device_options
+
+pytest.importorskip("llama_cpp")
+
+
+def test_pool_reuses_and_evicts(tiny_model):
+    pool = ExpanderPool(capacity=1)
+    a = pool.get(str(tiny_model.gguf_f32), n_threads=1)
+    assert pool.get(str(tiny_model.gguf_f32)) is a and pool.loads == 1
+    b = pool.get(str(tiny_model.gguf_f16), n_threads=1)
+    assert not a.loaded and b.loaded and pool.loads == 2 and len(pool) == 1
+    assert pool.clear() == 1 and not b.loaded and len(pool) == 0
+
+
+def test_device_options(tiny_model):
+    assert device_options(str(tiny_model.gguf_f32), "auto", "cpu") == {}
+    assert device_options(str(tiny_model.gguf_f32), "auto", "gpu") == {"n_gpu_layers": -1}
+    assert device_options(str(tiny_model.hf_dir), "auto", "gpu", "cuda:1") == {"device": "cuda:1"}
+    with pytest.raises(RequestError, match="device='tpu'"):
+        device_options(None, "auto", "tpu")
