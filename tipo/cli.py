@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     mo = sub.add_parser("models", help="list the built-in model, the registry and local model files")
     mo.add_argument("--json", action="store_true", help="print JSON")
     mo.set_defaults(func=_cmd_models)
+
+    from .image.cli import add_generate_command
+
+    add_generate_command(sub)
     return parser
 
 

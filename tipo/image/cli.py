@@ -1,0 +1,140 @@
+"""``tipo generate``: expand tags with TIPO, then make images with a diffusers pipeline.
+
+The expansion flags are the ones of ``tipo expand``, generated from :data:`tipo.options.OPTIONS`
+(``--seed`` is the base seed of the images, and the expansion seeds derive from it; ``--width``
+and ``--height`` are the image size and the request's aspect ratio). Wire it into the main
+parser with :func:`add_generate_command`.
+
+Example (CPU, a tiny pipeline folder)::
+
+    tipo generate "1girl, forest" --pipeline ./tiny-sd --out out --seed 1 --steps 2 --model tiny.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..errors import RequestError, TipoError, require
+
+__all__ = ["add_generate_command", "main_generate", "run_generate"]
+
+
+def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tipo generate`` on an argparse subparsers object (``func`` is set)."""
+    from ..cli import _add_option_flags
+    from .generation import LM_MEMORY, POOLED, SLD_PRESETS
+
+    g = subparsers.add_parser(
+        "generate", help="expand a prompt and make images with a diffusers pipeline",
+        description="Expand tags with TIPO, then generate images with a Stable Diffusion, SDXL or DeepFloyd IF "
+                    "pipeline. Each PNG carries its parameters (A1111 style) and can be regenerated.")
+    _add_option_flags(g, ("request", "sampling", "model"))
+    img = g.add_argument_group("image")
+    img.add_argument("--pipeline", required=True, metavar="PATH_OR_ID",
+                     help="a diffusers pipeline folder (with model_index.json) or a Hugging Face repo id")
+    img.add_argument("--kind", choices=("sd", "sdxl", "if"), help="the pipeline kind (default: read from the folder)")
+    img.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs (NNNNN-<seed>.png)")
+    img.add_argument("--n", type=int, default=1, help="images per prompt (default: 1)")
+    img.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
+    img.add_argument("--negative", default="", help="negative prompt (A1111 syntax)")
+    img.add_argument("--guidance", type=float, help="CFG scale (default: the pipeline's)")
+    img.add_argument("--no-expand", action="store_true", help="use the tags (and caption) as they are; load no LM")
+    img.add_argument("--pooled", choices=POOLED, default="user",
+                     help="SDXL: the pooled embedding comes from your tags (user) or the expanded prompt")
+    img.add_argument("--stage2", metavar="PATH_OR_ID", help="IF: the super-resolution stage (IFSuperResolutionPipeline)")
+    img.add_argument("--stage3", metavar="PATH_OR_ID", help="IF: the x4 upscaler (StableDiffusionUpscalePipeline)")
+    img.add_argument("--lm-memory", choices=LM_MEMORY, default="keep",
+                     help="unload: expand, free the LM, then load the pipeline; cpu: keep the LM on the CPU")
+    img.add_argument("--offload", choices=("model", "sequential"), help="diffusers CPU offload (CUDA only)")
+    img.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                     help="expand the next prompt while the current one denoises (default: on with CUDA)")
+    img.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    img.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                     help="pipeline dtype (default: float16 on CUDA, float32 on CPU)")
+    img.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub (cache only)")
+    img.add_argument("--json", action="store_true", help="print one JSON record per image instead of its path")
+    safety = g.add_argument_group("safety")
+    safety.add_argument("--safety-checker", nargs="?", const=True, default=False, metavar="PATH_OR_ID",
+                        help="run diffusers' image safety checker (the folder's own, or one from PATH_OR_ID); "
+                             "flagged images are saved black")
+    safety.add_argument("--sld", nargs="?", const="medium", choices=tuple(SLD_PRESETS),
+                        help="Safe Latent Diffusion (SD 1.x/2.x), a preset (default: medium)")
+    g.set_defaults(func=run_generate)
+    return g
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """The ``tipo generate`` command: validate, expand, generate, save, print the paths."""
+    from ..cli import _task, _template, options_from_args
+    from .generation import check_numbers, generate
+    from .loading import detect_kind
+
+    request, sampling = options_from_args(args)
+    check_numbers(args.n, args.steps, args.width, args.height, args.guidance)
+    require("torch", "image", "tipo generate")
+    require("diffusers", "image", "tipo generate")
+    kind = detect_kind(args.pipeline, args.kind, args.offline)  # before any model loads
+    if (args.stage2 or args.stage3) and kind.value != "if":
+        raise RequestError(f"--stage2 and --stage3 are for the DeepFloyd IF cascade; {args.pipeline} is kind "
+                           f"{kind.value!r}")
+    if not sys.stderr.isatty():  # this process is ours: no loading bars in logs
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+    base_seed = args.seed if args.seed is not None and args.seed >= 0 else None
+    load_options = {"device": args.device, "dtype": args.dtype, "local_files_only": args.offline,
+                    "safety_checker": args.safety_checker, "stage2": args.stage2, "stage3": args.stage3}
+    common = {"kind": kind, "n": args.n, "steps": args.steps, "seed": base_seed, "negative": args.negative,
+              "width": args.width, "height": args.height, "guidance": args.guidance, "pooled": args.pooled,
+              "offload": args.offload, "overlap": args.overlap, "safety_checker": True if args.safety_checker else None,
+              "sld": args.sld, "out_dir": args.out, "progress": sys.stderr.isatty(), "load_options": load_options}
+    if args.no_expand:
+        text = ", ".join(t for t in (request.tags.strip(), request.caption.strip()) if t)
+        if not text:
+            raise RequestError("give the tags (or --caption) to draw")
+        result = generate(text, args.pipeline, lm_memory="keep", **common)
+    else:
+        from ..expander import Expander
+
+        expander = Expander(args.model or None, backend=args.backend, n_threads=args.threads)
+        try:
+            result = generate(request, args.pipeline, expander=expander, sampling=replace(sampling, seed=None),
+                              template=_template(args), task=_task(args), lm_memory=args.lm_memory, **common)
+        finally:
+            expander.close()
+    for note in result.notes:
+        print(f"tipo: note: {note}", file=sys.stderr)
+    for record in result.records:
+        if args.json:
+            sys.stdout.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        else:
+            print(record.path)
+        if record.cut:
+            print(f"tipo: note: image {record.index}: did not fit: {record.cut}", file=sys.stderr)
+    return 0
+
+
+def main_generate(argv: Sequence[str] | None = None) -> int:
+    """Run ``tipo generate ARGV`` with the main CLI's error handling (until it is wired in)."""
+    from ..cli import EXIT_ERROR, EXIT_USAGE, _check_utf8, _Parser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _Parser(prog="tipo")
+    add_generate_command(parser.add_subparsers(dest="command", parser_class=_Parser))
+    debug = bool(os.environ.get("TIPO_DEBUG"))
+    try:
+        _check_utf8(argv)
+        args = parser.parse_args(["generate", *argv])
+        return int(args.func(args))
+    except TipoError as exc:
+        if debug:
+            raise
+        print(f"tipo: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, RequestError) else EXIT_ERROR
