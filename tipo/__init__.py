@@ -43,6 +43,8 @@ _EXPORTS = {
     "MissingDependencyError": "tipo.errors",
     "Expander": "tipo.expander",
     "expand": "tipo.expander",
+    "ExpanderPool": "tipo.pool",
+    "OPTIONS": "tipo.options",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -50,6 +52,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
     from .expander import Expander, expand  # noqa: F401
+    from .options import OPTIONS  # noqa: F401
+    from .pool import ExpanderPool  # noqa: F401
     from .parse import Parsed, parse_text  # noqa: F401
     from .planner import Plan, Task, plan  # noqa: F401
     from .request import CaptionKind, Length, Output, Request, Sampling  # noqa: F401
