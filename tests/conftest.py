@@ -18,3 +18,66 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory):
     from models.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny_model"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module: the test machines are shared, and one thread is faster
+    there and keeps runs comparable. The previous setting is restored."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sd():
+    """A tiny random Stable Diffusion pipeline (real diffusers classes)."""
+    from tipo.image.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    """A tiny random SDXL pipeline."""
+    from tipo.image.testing import tiny_sdxl_pipeline
+
+    return tiny_sdxl_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def cascade():
+    """Tiny random DeepFloyd IF stage I, stage II and x4 upscaler pipelines."""
+    from tipo.image.testing import tiny_if_pipelines
+
+    return tiny_if_pipelines(seed=0)
+
+
+@pytest.fixture
+def expander_spy(monkeypatch):
+    """tipo.Expander with each construction (model, options) and each expansion's seed recorded.
+
+    Forces one llama.cpp thread: on a shared 2-core machine spinning threads make tokens ~50x slower.
+    """
+    import types
+
+    import tipo.expander
+    import tipo.pool
+
+    record = types.SimpleNamespace(built=[], seeds=[], options=[])
+
+    class Recording(tipo.expander.Expander):
+        def __init__(self, model, **kwargs):
+            record.built.append(model)
+            record.options.append(kwargs)
+            super().__init__(model, n_threads=1, **kwargs)
+
+        def expand(self, request, sampling=None, **kwargs):
+            record.seeds.append(sampling.seed)
+            return super().expand(request, sampling, **kwargs)
+
+    monkeypatch.setattr(tipo.expander, "Expander", Recording)
+    monkeypatch.setattr(tipo.pool, "Expander", Recording)
+    return record

@@ -7,18 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the image stage needs torch: pip install 'tipo-prompt[image]'")
 pytest.importorskip("diffusers", reason="the image stage needs diffusers: pip install 'tipo-prompt[image]'")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from tipo.image import load_pipeline, read_parameters, regenerate  # noqa: E402
 from tipo.image.cli import main_generate  # noqa: E402
 from tipo.image.testing import save_tiny_sd  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

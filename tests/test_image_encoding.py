@@ -4,37 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the image stage needs torch: pip install 'tipo-prompt[image]'")
 pytest.importorskip("diffusers", reason="the image stage needs diffusers: pip install 'tipo-prompt[image]'")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from tipo.image.encoding import encode_prompt, encode_upscaler_prompt, tokenize  # noqa: E402
 from tipo.image.prompts import chunk_tokens, split_prompt  # noqa: E402
-from tipo.image.testing import tiny_if_pipelines, tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 # About 200 tokens with the tiny tokenizer: three CLIP chunks.
 LONG = ", ".join(["long hair", "blue eyes", "forest", "sunlight"] * 20)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The test machines are shared: one thread is faster and keeps runs comparable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sd():
-    return tiny_sd_pipeline(seed=0)
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return tiny_sdxl_pipeline(seed=0)
-
-
-@pytest.fixture(scope="module")
-def cascade():
-    return tiny_if_pipelines(seed=0)
 
 
 def test_short_prompt_equals_diffusers_own_encoding(sd):

@@ -5,6 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the image stage needs torch: pip install 'tipo-prompt[image]'")
 pytest.importorskip("diffusers", reason="the image stage needs diffusers: pip install 'tipo-prompt[image]'")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from tipo import Request, Sampling, finish, parse_text, plan  # noqa: E402
 from tipo.errors import ModelError, RequestError  # noqa: E402
@@ -16,24 +17,6 @@ from tipo.image.testing import (  # noqa: E402
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sd():
-    return tiny_sd_pipeline(seed=0)
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return tiny_sdxl_pipeline(seed=0)
 
 
 @pytest.fixture(scope="module")

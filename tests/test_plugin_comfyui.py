@@ -129,28 +129,8 @@ def comfy(tmp_path, monkeypatch, tiny_model):
 
 
 @pytest.fixture(autouse=True)
-def spy(monkeypatch):
-    """tipo.Expander, recording each construction (its model) and each expansion's seed.
-
-    One llama.cpp thread: on a shared 2-core machine, spinning threads make each token ~50x slower.
-    """
-    import tipo.expander
-    import tipo.pool
-
-    record = types.SimpleNamespace(built=[], seeds=[])
-
-    class Recording(tipo.expander.Expander):
-        def __init__(self, model, **kwargs):
-            record.built.append(model)
-            super().__init__(model, n_threads=1, **kwargs)
-
-        def expand(self, request, sampling=None, **kwargs):
-            record.seeds.append(sampling.seed)
-            return super().expand(request, sampling, **kwargs)
-
-    monkeypatch.setattr(tipo.expander, "Expander", Recording)
-    monkeypatch.setattr(tipo.pool, "Expander", Recording)
-    return record
+def spy(expander_spy):
+    return expander_spy
 
 
 def inputs_for(pack, node_id, **overrides):

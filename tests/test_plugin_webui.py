@@ -105,26 +105,8 @@ def load_script(tmp_path, monkeypatch, tiny_model, with_input_accordion=True):
 
 
 @pytest.fixture(autouse=True)
-def spy(monkeypatch):
-    """tipo.Expander, recording constructions and seeds; one llama.cpp thread (a shared 2-core box)."""
-    import tipo.expander
-    import tipo.pool
-
-    record = types.SimpleNamespace(built=[], seeds=[], options=[])
-
-    class Recording(tipo.expander.Expander):
-        def __init__(self, model, **kwargs):
-            record.built.append(model)
-            record.options.append(kwargs)
-            super().__init__(model, n_threads=1, **kwargs)
-
-        def expand(self, request, sampling=None, **kwargs):
-            record.seeds.append(sampling.seed)
-            return super().expand(request, sampling, **kwargs)
-
-    monkeypatch.setattr(tipo.expander, "Expander", Recording)
-    monkeypatch.setattr(tipo.pool, "Expander", Recording)
-    return record
+def spy(expander_spy):
+    return expander_spy
 
 
 @pytest.fixture

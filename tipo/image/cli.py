@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import RequestError, TipoError, require
+from ..errors import RequestError, require
 
 __all__ = ["add_generate_command", "main_generate", "run_generate"]
 
@@ -122,19 +121,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def main_generate(argv: Sequence[str] | None = None) -> int:
-    """Run ``tipo generate ARGV`` with the main CLI's error handling (until it is wired in)."""
-    from ..cli import EXIT_ERROR, EXIT_USAGE, _check_utf8, _Parser
+    """Run ``tipo generate ARGV`` through the main CLI (its error handling included)."""
+    from ..cli import main
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(prog="tipo")
-    add_generate_command(parser.add_subparsers(dest="command", parser_class=_Parser))
-    debug = bool(os.environ.get("TIPO_DEBUG"))
-    try:
-        _check_utf8(argv)
-        args = parser.parse_args(["generate", *argv])
-        return int(args.func(args))
-    except TipoError as exc:
-        if debug:
-            raise
-        print(f"tipo: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, RequestError) else EXIT_ERROR
+    return main(["generate", *(sys.argv[1:] if argv is None else argv)])
