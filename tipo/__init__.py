@@ -53,9 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
     from .expander import Expander, expand  # noqa: F401
     from .options import OPTIONS  # noqa: F401
-    from .pool import ExpanderPool  # noqa: F401
     from .parse import Parsed, parse_text  # noqa: F401
     from .planner import Plan, Task, plan  # noqa: F401
+    from .pool import ExpanderPool  # noqa: F401
     from .request import CaptionKind, Length, Output, Request, Sampling  # noqa: F401
     from .result import Expansion, Provenance, finish  # noqa: F401
     from .syntax import parse_prompt, render_items  # noqa: F401
