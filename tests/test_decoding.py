@@ -105,3 +105,13 @@ def test_sampler_is_seeded_locally_and_reproducible():
 def test_repetition_penalty_lowers_seen_tokens():
     s = Sampler(Sampling(temperature=0, seed=0, repetition_penalty=2.0))
     assert s.pick(np.array([2.0, 1.5], dtype=np.float32), [0]) == 1
+
+
+def test_a_tag_already_written_cannot_be_completed_again(vocab):
+    rules = DecodeRules(plan(Request("1girl, smile", output="tags", length="very_short")), vocab)
+    comma = ids(vocab, ",")[0]
+    assert not rules.mask("")[comma]  # ending the user's own last tag is fine
+    assert rules.mask(", hat, chat, smile")[comma]  # the user's tag again
+    assert rules.mask(", hat, chat, hat")[comma]  # the model's own tag again
+    assert rules.mask(", hat, chat, hat")[2]
+    assert not rules.mask(", hat, chat, cat")[comma]

@@ -71,6 +71,12 @@ class TokenText:
             for i, t in enumerate(texts)
             if ("," in t or "\n" in t)
         ]
+        # The same terminators grouped by the text before their comma / newline (many share it:
+        # ",", ", ", ",\n" all have ""), so the ban check runs once per distinct text.
+        groups: dict[str, list[int]] = {}
+        for i, before in self.terminators:
+            groups.setdefault(before, []).append(i)
+        self.terminator_groups = [(before, np.array(ids, dtype=np.intp)) for before, ids in groups.items()]
         self.size = n
 
     def decode(self, ids: list[int]) -> str:
@@ -107,6 +113,17 @@ class DecodeRules:
         self.prefix_line = last  # the open line of the prompt, e.g. "tag: 1girl, forest" or "long:"
         self._opens_empty = last.endswith(":") and last[:-1] in KEYS
         self._continues_tags = plan.open_field is Field.TAG and last.startswith("tag:") and bool(last[4:].strip())
+        # normalize() and canonical() of finished tags, cached: every step re-reads the whole
+        # current tag line, and both functions are pure.
+        self._normalized: dict[str, str] = {}
+        self._canonical: dict[str, str] = {}
+        self._user_keys = set(plan.user.keys)
+
+    def _normalize(self, text: str) -> str:
+        out = self._normalized.get(text)
+        if out is None:
+            out = self._normalized[text] = normalize(text)
+        return out
 
     # -- state ---------------------------------------------------------------------------
     def state(self, completion: str) -> _State:
@@ -145,7 +162,8 @@ class DecodeRules:
             line_is_tags = line_field == "tag" or line_field in _META_LINE_KEYS
         body = cur.split(":", 1)[1] if (line_is_tags and ":" in cur) else ""
         items = body.split(",")
-        tags_done = [normalize(t) for t in items[:-1] if normalize(t)]
+        norm = self._normalize
+        tags_done = [norm(t) for t in items[:-1] if norm(t)]
         partial = items[-1] if items else ""
         pending = self._pending_key(lines, field, written)
         return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason)
@@ -185,9 +203,18 @@ class DecodeRules:
             return len(completion) - 1, "requested fields written"
         return None
 
+    def _key(self, tag: str) -> str:
+        key = self._canonical.get(tag)
+        if key is None:
+            key = self._canonical[tag] = self.table.canonical(tag)
+        return key
+
+    def _seen(self, st: _State) -> set[str]:
+        """Canonical keys of the tags the current line holds, plus all of the user's tags."""
+        return {self._key(t) for t in st.tags_done} | self._user_keys
+
     def _count(self, st: _State) -> tuple[int, bool]:
-        canonical = self.table.canonical
-        return len({canonical(t) for t in st.tags_done}), bool(normalize(st.partial))
+        return len({self._key(t) for t in st.tags_done}), bool(normalize(st.partial))
 
     def mask(self, completion: str, st: _State | None = None) -> np.ndarray:
         """Boolean mask of the token ids that are forbidden at this step."""
@@ -224,11 +251,15 @@ class DecodeRules:
                     # Nothing left to write on this line: only a newline or EOS may come.
                     banned |= ~v.has_newline
                     banned[v.eos_id] = False
-        if self.bans:
-            partial = st.partial
-            for token_id, before in v.terminators:
-                if self.bans.matches(partial + before) and normalize(partial + before):
-                    banned[token_id] = True
-            if normalize(partial) and self.bans.matches(partial):
-                banned[v.eos_id] = True
+        # A token that would complete a banned tag, or a tag already written (the user's or the
+        # model's), is masked: duplicates never eat into the length class, bans never appear.
+        # (Until the completion ends the user's last tag, the partial tag is the user's own.)
+        seen = self._seen(st) if ("," in completion or "\n" in completion) else set()
+        partial = st.partial
+        for before, ids in v.terminator_groups:
+            text = partial + before
+            if normalize(text) and (self._key(text) in seen or (self.bans and self.bans.matches(text))):
+                banned[ids] = True
+        if normalize(partial) and (self._key(partial) in seen or (self.bans and self.bans.matches(partial))):
+            banned[v.eos_id] = True
         return banned

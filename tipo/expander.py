@@ -148,6 +148,10 @@ class Expander:
         context = list(ids)
         generated: list[int] = []
         completion = ""
+        # The completion's bytes grow one token at a time instead of re-joining every token each
+        # step; only for backends that keep the default (vocabulary) decode.
+        pieces = backend.vocab.pieces if type(backend).decode is Backend.decode else None
+        text = bytearray()
         reason = "max_new_tokens"
         while len(generated) < budget:
             st = rules.state(completion)
@@ -162,7 +166,12 @@ class Expander:
                 break
             generated.append(token)
             context.append(token)
-            completion = backend.decode(generated)
+            if pieces is not None:
+                if 0 <= token < len(pieces):
+                    text += pieces[token]
+                completion = text.decode("utf-8", "replace")
+            else:
+                completion = backend.decode(generated)
             if len(generated) >= budget:
                 break
             logits = backend.step(token)

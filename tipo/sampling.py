@@ -48,6 +48,10 @@ class TopK:
         self.k = int(k)
 
     def candidates(self, logits: np.ndarray) -> np.ndarray:
+        if self.k:
+            fast = _top_k_unique(logits, self.k)
+            if fast is not None:
+                return fast
         finite = np.flatnonzero(np.isfinite(logits))
         if self.k and self.k < finite.size:
             part = np.argpartition(logits[finite], -self.k)[-self.k :]
@@ -55,6 +59,43 @@ class TopK:
         # Best first; ties broken by token id so results never depend on sort internals.
         order = np.lexsort((finite, -logits[finite]))
         return finite[order]
+
+
+_BLOCK = 64
+
+
+def _top_k_unique(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """TopK.candidates without a partition of the whole vocabulary, when the answer is unique.
+
+    The k-th largest of the per-block maxima is a lower bound of the k-th largest logit (each of
+    those k blocks holds a logit at least that large), so the top k lie among the few logits above
+    it. Returns None, and the caller takes the general path, whenever the fast path could differ
+    from it: a tie at the k-th place (which tokens argpartition keeps is then its own choice),
+    NaN or +inf logits, too few blocks, or too few finite logits.
+    """
+    if logits.ndim != 1:
+        return None
+    n = logits.size
+    nb = n // _BLOCK
+    if nb < k:
+        return None
+    maxima = logits[: nb * _BLOCK].reshape(nb, _BLOCK).max(axis=1)
+    if n > nb * _BLOCK:
+        maxima = np.append(maxima, logits[nb * _BLOCK :].max())
+    if not (maxima < np.inf).all():  # NaN or +inf somewhere: not finite, leave it to the general path
+        return None
+    bound = np.partition(maxima, maxima.size - k)[maxima.size - k]
+    if not np.isfinite(bound):  # fewer than k blocks hold a finite logit
+        return None
+    ids = np.flatnonzero(logits >= bound)  # at least k ids, all finite, holding every top-k logit
+    vals = logits[ids]
+    if ids.size > k:
+        part = np.argpartition(vals, -k)[-k:]
+        if np.count_nonzero(vals >= vals[part].min()) > k:  # tie at the k-th place
+            return None
+        ids = ids[part]
+    order = np.lexsort((ids, -logits[ids]))
+    return ids[order]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
