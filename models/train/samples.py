@@ -1,0 +1,237 @@
+"""Training samples, built only through ``tipo.planner.build_sample`` (the builder inference uses).
+
+One :class:`Sample` per draw: a length class, a task the records can feed, and the records:
+
+- ``very_short`` (< 18 tags): one record, its tags (at most 17).
+- ``short`` / ``long`` / ``very_long`` (18-35 / 36-47 / 48-71 tags): the tags of one record rarely
+  reach 18, so a sample gathers several records of the same source, preferring records that share
+  a tag with the first, until the union reaches a tag count drawn from the class range (then cut
+  to it). The long caption takes one paragraph per record, from the first 1 / 1 / 2 / 3 records
+  (FORMAT.md's paragraph counts), 2 / 4 / 4 / 4 sentences each; the short caption and the special
+  tags come from the first record only.
+
+The class written in the ``target:`` line is the class of the sample's final tag count, with
+FORMAT.md's thresholds. Tags are special first, then the general tags shuffled; a random prefix is
+the input and the rest is the output. Composite tasks put their fields in task order. The aspect
+ratio line comes from the first record's image size (80% of the time, so prompts without it stay in
+distribution); a user's meta-line tags are kept 80% of the time. ``<|gen_meta|>`` samples are not
+made: the shipped data has no meta to generate.
+
+Example:
+    >>> from models.train.corpus import Record
+    >>> rec = Record("g", "user", ["1girl", "smile", "hat", "forest"], short="A girl.", long="A girl in a hat.")
+    >>> s = make_samples([rec], 1, seed=0, weights={"very_short": 1.0})[0]
+    >>> s.length, s.prompt.startswith("target: <|very_short|>") or s.task == "short_to_long"
+    ('very_short', True)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from tipo.planner import META_KEYS, Field, Task, build_sample
+from tipo.request import Length
+from tipo.tags import SPECIAL_TAGS
+
+from .corpus import Record
+
+__all__ = ["LENGTH_WEIGHTS", "TASK_WEIGHTS", "Sample", "length_of", "make_samples"]
+
+PLAIN = "plain"
+#: Share of each task among the samples (renormalised over the tasks a record can feed).
+TASK_WEIGHTS: dict[str, float] = {
+    PLAIN: 0.2,
+    Task.TAG_TO_LONG.value: 0.16,
+    Task.LONG_TO_TAG.value: 0.12,
+    Task.SHORT_TO_TAG.value: 0.1,
+    Task.SHORT_TO_LONG.value: 0.1,
+    Task.TAG_TO_SHORT_TO_LONG.value: 0.08,
+    Task.SHORT_TO_TAG_TO_LONG.value: 0.14,
+    Task.SHORT_TO_LONG_TO_TAG.value: 0.1,
+}
+#: Share of each length class among the samples.
+LENGTH_WEIGHTS: dict[str, float] = {"very_short": 0.35, "short": 0.25, "long": 0.2, "very_long": 0.2}
+#: The tag count each class draws from (inclusive), inside FORMAT.md's ranges.
+TAG_COUNTS: dict[Length, tuple[int, int]] = {
+    Length.VERY_SHORT: (1, 17),
+    Length.SHORT: (18, 35),
+    Length.LONG: (36, 47),
+    Length.VERY_LONG: (48, 71),
+}
+#: (paragraphs, sentences per paragraph) of the long caption by class.
+CAPTION_SIZE: dict[Length, tuple[int, int]] = {
+    Length.VERY_SHORT: (1, 2),
+    Length.SHORT: (1, 4),
+    Length.LONG: (2, 4),
+    Length.VERY_LONG: (3, 4),
+}
+MAX_RECORDS = 16
+META_CATEGORY = {key: category for category, key in META_KEYS}
+
+
+def length_of(n_tags: int) -> Length:
+    """The size class of a sample with ``n_tags`` tags (FORMAT.md: <18, 18-35, 36-47, >=48).
+
+    Example:
+        >>> [length_of(n).value for n in (0, 17, 18, 35, 36, 47, 48)]
+        ['very_short', 'very_short', 'short', 'short', 'long', 'long', 'very_long']
+    """
+    if n_tags < 18:
+        return Length.VERY_SHORT
+    if n_tags < 36:
+        return Length.SHORT
+    if n_tags < 48:
+        return Length.LONG
+    return Length.VERY_LONG
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sample: the exact prompt and completion, and what it was built from."""
+
+    prompt: str
+    completion: str
+    task: str
+    length: str
+    n_tags: int
+    given_tags: int
+    groups: list[str]
+    source: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _tasks_for(rec: Record, n_tags: int) -> list[str]:
+    """The tasks whose fields this record can fill."""
+    out = []
+    for name in TASK_WEIGHTS:
+        fields = (Field.TAG,) if name == PLAIN else Task(name).fields
+        if (Field.SHORT in fields and not rec.has_short) or (Field.LONG in fields and not rec.has_long):
+            continue
+        if Field.TAG in fields and n_tags == 0:
+            continue
+        out.append(name)
+    return out
+
+
+def _pick(rng: random.Random, weights: Mapping[str, float], allowed: Sequence[str] | None = None) -> str:
+    names = [n for n in weights if (allowed is None or n in allowed) and weights[n] > 0]
+    return rng.choices(names, weights=[weights[n] for n in names])[0]
+
+
+class _Pool:
+    """Records of one split with an index from general tag to records, for gathering partners."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = list(records)
+        self.by_tag: dict[str, list[int]] = {}
+        self.by_source: dict[str, list[int]] = {}
+        for i, rec in enumerate(self.records):
+            self.by_source.setdefault(rec.source, []).append(i)
+            for tag in rec.tags:
+                if tag not in SPECIAL_TAGS:
+                    self.by_tag.setdefault(tag, []).append(i)
+
+    def gather(self, first: int, target: int, rng: random.Random) -> list[int]:
+        """Records to join with ``first`` until their tags reach ``target``: same source, each
+        sharing a tag with ``first`` (rarer tags preferred, so partners show similar things)."""
+        lead = self.records[first]
+        chosen = [first]
+        tags = set(lead.tags)
+        same_source = self.by_source[lead.source]
+        shared = [t for t in lead.tags if len(self.by_tag.get(t, ())) > 1]
+        tries = 0
+        while len(tags) < target and len(chosen) < min(MAX_RECORDS, len(same_source)) and tries < 200:
+            tries += 1
+            if shared and rng.random() < 0.9:
+                tag = rng.choices(shared, weights=[1 / len(self.by_tag[t]) for t in shared])[0]
+                pick = rng.choice(self.by_tag[tag])
+            else:
+                pick = rng.choice(same_source)
+            if pick in chosen or self.records[pick].source != lead.source:
+                continue
+            chosen.append(pick)
+            tags.update(t for t in self.records[pick].tags if t not in SPECIAL_TAGS)
+        return chosen
+
+
+def _captions(rec: Record, rng: random.Random, sentences: int, short_index: int | None) -> str:
+    """A paragraph of up to ``sentences`` captions of a record (not the one used as the short)."""
+    if rec.captions:
+        pool = [c for i, c in enumerate(rec.captions) if i != short_index]
+        rng.shuffle(pool)
+        return " ".join(pool[:sentences])
+    return " ".join(rec.long.split("\n"))
+
+
+def make_samples(records: Sequence[Record], count: int, seed: int, *,
+                 weights: Mapping[str, float] = LENGTH_WEIGHTS,
+                 task_weights: Mapping[str, float] = TASK_WEIGHTS) -> list[Sample]:
+    """Draw ``count`` samples from ``records`` (one split), reproducibly for a given seed.
+
+    The first record of each sample cycles through the records in a seeded order, so every
+    record leads about ``count / len(records)`` samples.
+    """
+    if not records:
+        raise ValueError("make_samples needs at least one record")
+    rng = random.Random(seed)
+    pool = _Pool(records)
+    order: list[int] = []
+    out: list[Sample] = []
+    while len(out) < count:
+        if not order:
+            order = list(range(len(pool.records)))
+            rng.shuffle(order)
+        first = order.pop()
+        length = Length(_pick(rng, weights))
+        lo, hi = TAG_COUNTS[length]
+        target = rng.randint(lo, hi)
+        members = pool.gather(first, target, rng) if length is not Length.VERY_SHORT else [first]
+        recs = [pool.records[i] for i in members]
+        lead = recs[0]
+        special = [t for t in lead.tags if t in SPECIAL_TAGS]
+        general: list[str] = []
+        for rec in recs:  # records in order, so a cut to the target drops the last partners' tags
+            general += [t for t in rec.tags if t not in SPECIAL_TAGS and t not in general]
+        general = general[: max(0, target - len(special))]
+        rng.shuffle(general)
+        tags = special + general
+        length = length_of(len(tags))
+
+        task_name = _pick(rng, task_weights, _tasks_for(lead, len(tags)))
+        task = None if task_name == PLAIN else Task(task_name)
+
+        short_index = None
+        short = lead.short
+        if not short and lead.captions:
+            short_index = rng.randrange(len(lead.captions))
+            short = lead.captions[short_index]
+        paragraphs, sentences = CAPTION_SIZE[length]
+        long_parts = []
+        for k, rec in enumerate(recs[:paragraphs]):
+            if k == 0 and lead.long and not lead.captions:
+                long_parts.append(lead.long)
+            elif rec.has_long:
+                long_parts.append(_captions(rec, rng, sentences, short_index if k == 0 else None))
+        long = "\n".join(p for p in long_parts if p)
+
+        fields = task.fields if task is not None else (Field.TAG,)
+        open_field = None
+        # Sometimes all tags are given and the model writes only the caption (FORMAT.md section 3,
+        # "caption only, keep tags as given").
+        if task in (Task.TAG_TO_LONG, Task.SHORT_TO_TAG_TO_LONG) and rng.random() < 0.15:
+            open_field = Field.LONG
+        given = 0
+        if Field.TAG in fields and tags:
+            given = len(tags) if open_field is Field.LONG else rng.randint(0, len(tags) - 1)
+        meta = {META_CATEGORY[k]: list(v) for k, v in lead.meta.items() if v and rng.random() < 0.8}
+        ratio = lead.ratio if rng.random() < 0.8 else None
+        prompt, completion = build_sample(task, length, tags=tags, given_tags=given, short=short, long=long,
+                                          meta=meta, ratio=ratio, open_field=open_field)
+        out.append(Sample(prompt, completion, task_name, length.value, len(tags), given,
+                          [r.group for r in recs], lead.source))
+    return out
+
