@@ -115,3 +115,28 @@ def test_a_tag_already_written_cannot_be_completed_again(vocab):
     assert rules.mask(", hat, chat, hat")[comma]  # the model's own tag again
     assert rules.mask(", hat, chat, hat")[2]
     assert not rules.mask(", hat, chat, cat")[comma]
+
+
+def test_known_tags_only_keeps_the_tag_on_the_way_to_a_table_tag():
+    pieces = ["<unk>", "<s>", "</s>", ",", "\n", " long", " ha", "ir", "xq", " smile", "ile"]
+    vocab = TokenText([piece_bytes(p.replace(" ", "\u2581"), i < 3) for i, p in enumerate(pieces)], eos_id=2)
+    rules = DecodeRules(plan(Request("", output="tags", length="very_short")), vocab, known_tags_only=True)
+    logits = np.zeros(len(pieces), dtype=np.float32)
+    none = np.zeros(len(pieces), dtype=bool)
+    allowed = lambda completion: {pieces[i] for i in np.flatnonzero(~rules.restrict_to_known(completion, logits, none))}  # noqa: E731
+    assert "ir" in allowed(" long ha") and "xq" not in allowed(" long ha")
+    assert "," not in allowed(" long ha")  # "long ha" is no tag
+    assert "," in allowed(" long hair") and "</s>" not in allowed(" long ha")
+    # off the table already: only tokens that end the tag remain
+    assert allowed(" xq") <= {",", "\n", "</s>"}
+    free = DecodeRules(plan(Request("", output="tags", length="very_short")), vocab)
+    assert not free.restrict_to_known(" long ha", logits, none).any()
+
+
+def test_known_only_results_drop_tags_off_the_table():
+    from tipo.parse import parse_text
+    from tipo.result import finish
+
+    p = plan(Request("1girl", output="tags"))
+    r = finish(p, parse_text(p.prompt + ", smile, grassy que"), known_only=True)
+    assert r.new_tags["general"] == ("smile",) and r.dropped == ("grassy que",)

@@ -15,6 +15,7 @@ from golden_cases import load
 from tipo import Expander, Request, Sampling
 from tipo.errors import ModelError
 from tipo.parse import parse_text
+from tipo.tags import is_known
 from tipo.tokens import ADDED_TOKENS
 
 pytest.importorskip("llama_cpp", reason="the llama.cpp backend needs llama-cpp-python: pip install 'tipo-prompt[llama]'")
@@ -202,3 +203,20 @@ def test_batch_resumes_without_redoing_or_losing_records(tiny_model, tmp_path):
     out.write_text(full[0] + "\n" + full[1][:40])  # interrupted mid-record
     assert run_cli(*base).returncode == 0
     assert out.read_text().splitlines() == full
+
+
+def test_builtin_model_ships_and_expands_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TIPO_MODELS", str(tmp_path))
+    with Expander(n_threads=1) as ex:
+        assert ex.model.label == "tipo-builtin" and ex.known_tags_only
+        res = ex.expand(Request("dog, grass", length="short", output="tags"), Sampling(seed=1))
+    assert res.user_tags["general"] == ("dog", "grass")
+    assert res.provenance.stop_reason in ("eos", "requested fields written")
+    new = res.new_tags["general"]
+    assert 2 + len(new) + len(res.dropped) >= 18  # the class minimum, reached inside one pass
+    assert new and all(is_known(t) for t in new)
+
+
+def test_known_tags_only_is_off_for_other_models(llama):
+    assert not llama.known_tags_only

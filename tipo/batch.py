@@ -122,7 +122,8 @@ def run_batch(args: argparse.Namespace) -> int:
         print(f"tipo: {out_path} already holds all {len(requests)} records", file=sys.stderr)
         return 0
     bar = _progress(len(requests), len(done))
-    with Expander(args.model or None, backend=args.backend, n_threads=args.threads) as expander, \
+    with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
+                  known_tags_only=args.known_tags_only) as expander, \
             open(out_path, "a", encoding="utf-8") as fh:
         for i in todo:
             kw, seed = requests[i]

@@ -63,6 +63,10 @@ def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> No
             g.add_argument(o.flag, default=None, help=helptext)
     if "model" in groups:
         arg_groups["model"].add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+        arg_groups["model"].add_argument(
+            "--known-tags", dest="known_tags_only", action=argparse.BooleanOptionalAction, default=None,
+            help="only let the model write tags of the tag table (default: on for the built-in model, "
+                 "off for the official TIPO models)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +156,8 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         return 0
     from .expander import Expander
 
-    with Expander(args.model or None, backend=args.backend, n_threads=args.threads) as expander:
+    with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
+                  known_tags_only=args.known_tags_only) as expander:
         result = expander.expand(request, sampling, template=_template(args), task=_task(args))
     if args.json:
         _print_json(result.to_dict(timings=args.timings))

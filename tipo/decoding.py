@@ -99,7 +99,8 @@ class _State:
 class DecodeRules:
     """The decode-time rules of one request (see the module docstring)."""
 
-    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None) -> None:
+    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None,
+                 known_tags_only: bool = False) -> None:
         self.plan = plan
         self.vocab = vocab
         self.table = table or default_table()
@@ -118,6 +119,7 @@ class DecodeRules:
         self._normalized: dict[str, str] = {}
         self._canonical: dict[str, str] = {}
         self._user_keys = set(plan.user.keys)
+        self.known_tags_only = known_tags_only
 
     def _normalize(self, text: str) -> str:
         out = self._normalized.get(text)
@@ -215,6 +217,56 @@ class DecodeRules:
 
     def _count(self, st: _State) -> tuple[int, bool]:
         return len({self._key(t) for t in st.tags_done}), bool(normalize(st.partial))
+
+    def _known(self, tag: str, content: bool) -> bool:
+        return self.table.is_content(tag) if content else self.table.is_known(tag)
+
+    def _valid_tag_token(self, partial: str, text: str, content: bool) -> bool:
+        """Whether a token keeps the tag being written on the way to a known tag (or ends one)."""
+        cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
+        if not cuts:
+            n = self._normalize(partial + text)
+            return not n or self.table.is_prefix(n, content)
+        cut = min(cuts)
+        done = self._normalize(partial + text[:cut])
+        if done and not self._known(done, content):
+            return False
+        rest = self._normalize(text[cut + 1:])
+        return not rest or "," in rest or "\n" in text[cut + 1:] or self.table.is_prefix(rest, content)
+
+    def restrict_to_known(self, completion: str, logits: np.ndarray, banned: np.ndarray,
+                          st: _State | None = None, top: int = 256) -> np.ndarray:
+        """With ``known_tags_only``: in tag lines, keep only the likeliest tokens that continue a
+        known tag or end one (on the ``tag:`` line: special and general tags). When none of the
+        ``top`` likeliest qualifies, or the tag is already off the table, only tokens that end
+        the tag remain, so a stray tag stays one tag (and is dropped from the result)."""
+        st = st or self.state(completion)
+        if not self.known_tags_only or not st.line_is_tags or st.pending_key is not None:
+            return banned
+        if not completion and self._continues_tags:
+            return banned  # the first token only ends the user's last tag
+        v = self.vocab
+        content = st.field == "tag"
+        partial = st.partial
+        norm = self._normalize(partial)
+        enders = v.has_comma | v.has_newline
+        enders[v.eos_id] = True
+        if norm and not self.table.is_prefix(norm, content):
+            out = banned | ~enders
+            return banned if out.all() else out
+        work = np.where(banned, -np.inf, logits)
+        k = min(top, work.size)
+        order = np.argpartition(work, -k)[-k:]
+        texts = v.texts
+        eos_ok = not norm or self._known(norm, content)
+        keep = [int(i) for i in order if np.isfinite(work[i])
+                and ((i == v.eos_id and eos_ok) or (i != v.eos_id and texts[i] and self._valid_tag_token(partial, texts[i], content)))]
+        if keep:
+            out = np.ones_like(banned)
+            out[keep] = False
+            return out | banned
+        out = banned | ~enders
+        return banned if out.all() else out
 
     def mask(self, completion: str, st: _State | None = None) -> np.ndarray:
         """Boolean mask of the token ids that are forbidden at this step."""

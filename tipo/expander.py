@@ -22,7 +22,7 @@ from .decoding import DecodeRules
 from .errors import ModelError, RequestError
 from .parse import parse_text
 from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
-from .registry import ResolvedModel, license_notice, resolve
+from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish
 from .tags import Category, TagTable, default_table
@@ -47,14 +47,18 @@ class Expander:
         backend: ``"auto"`` (GGUF -> llama.cpp, folder -> transformers), ``"llama"`` or ``"hf"``.
         n_threads: CPU threads (llama.cpp and torch); None uses all cores.
         n_ctx: context length; None uses the model's training context (1024 for TIPO).
+        known_tags_only: in tag lines, only let the model write tags of the tag table (and their
+            aliases); None turns it on for the built-in model, whose small vocabulary of tags
+            benefits, and off for the official TIPO models, which know rarer tags too.
         **options: passed to the backend (``n_gpu_layers`` for llama.cpp, ``device`` and
             ``dtype`` for transformers).
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, backend: str = "auto",
                  n_threads: int | None = None, n_ctx: int | None = None, table: TagTable | None = None,
-                 **options: object) -> None:
+                 known_tags_only: bool | None = None, **options: object) -> None:
         self.model: ResolvedModel = resolve(model, backend)
+        self.known_tags_only = (self.model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
         self.backend_name = pick_backend(self.model.path, backend)
         license_notice(self.model)
         self.table = table or default_table()
@@ -134,12 +138,13 @@ class Expander:
                      "generate": round(t_gen - t_first, 6), "total": round(time.perf_counter() - t_start, 6)},
             trimmed=tuple(trimmed), stop_reason=reason,
         )
-        return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table)
+        return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table,
+                      known_only=self.known_tags_only)
 
     def _generate(self, backend: Backend, p: Plan, ids: list[int], sampling: Sampling) -> tuple[str, int, str, float]:
         from .sampling import Sampler
 
-        rules = DecodeRules(p, backend.vocab, self.table)
+        rules = DecodeRules(p, backend.vocab, self.table, known_tags_only=self.known_tags_only)
         sampler = Sampler(sampling)
         eos = backend.vocab.eos_id
         budget = min(sampling.max_new_tokens, backend.n_ctx - len(ids))
@@ -160,7 +165,10 @@ class Expander:
                 completion = completion[: stop[0]]
                 reason = stop[1]
                 break
-            token = sampler.pick(logits, context, rules.mask(completion, st))
+            banned = rules.mask(completion, st)
+            if rules.known_tags_only:
+                banned = rules.restrict_to_known(completion, logits, banned, st)
+            token = sampler.pick(logits, context, banned)
             if token == eos:
                 reason = "eos"
                 break

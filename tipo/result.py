@@ -171,6 +171,7 @@ def finish(
     completion: str = "",
     provenance: Provenance | None = None,
     table: TagTable | None = None,
+    known_only: bool = False,
 ) -> Expansion:
     """Merge the user's request and the parsed model text into the final :class:`Expansion`.
 
@@ -179,6 +180,7 @@ def finish(
         parsed: the parsed prompt plus completion.
         template: a template text, a :class:`Preset` or its name; None uses the preset that
             matches the request's ``output`` (tags, caption, or both).
+        known_only: drop new tags that are not in the tag table (listed in ``dropped``).
     """
     table = table or default_table()
     request = plan.request
@@ -196,7 +198,7 @@ def finish(
             key = table.canonical(tag)
             if key in user_keys:
                 continue
-            if bans and bans.matches(tag):
+            if (bans and bans.matches(tag)) or (known_only and not table.is_known(tag)):
                 dropped.append(tag)
                 continue
             if name in ("special", "general"):

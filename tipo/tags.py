@@ -7,6 +7,7 @@ cached; :func:`default_table` ``.cache_clear()`` drops it.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 import gzip
@@ -185,6 +186,33 @@ class TagTable:
         """True when the tag (or an alias of it) is in the table or a fixed list."""
         key = self.canonical(tag)
         return key in self.categories or key in SPECIAL_TAGS or key in QUALITY_TAGS or key in RATING_TAGS
+
+    @functools.cached_property
+    def _sorted_names(self) -> list[str]:
+        names = set(self.categories) | set(self.aliases) | SPECIAL_TAGS | QUALITY_TAGS | RATING_TAGS
+        return sorted(names)
+
+    @functools.cached_property
+    def _sorted_content(self) -> list[str]:
+        general = {n for n, c in self.categories.items() if c is Category.GENERAL}
+        general |= {a for a, n in self.aliases.items() if n in general}
+        return sorted(general | SPECIAL_TAGS)
+
+    def is_prefix(self, text: str, content_only: bool = False) -> bool:
+        """True when some known tag or alias starts with ``text`` (already normalised);
+        ``content_only`` looks only at tags of the ``tag:`` line (special and general).
+
+        Example:
+            >>> default_table().is_prefix("long ha"), default_table().is_prefix("qqqzz")
+            (True, False)
+        """
+        names = self._sorted_content if content_only else self._sorted_names
+        i = bisect.bisect_left(names, text)
+        return i < len(names) and names[i].startswith(text)
+
+    def is_content(self, tag: str) -> bool:
+        """True for a known special or general tag (what belongs on the ``tag:`` line)."""
+        return self.is_known(tag) and self.category(tag) in (Category.SPECIAL, Category.GENERAL)
 
     def category(self, tag: str) -> Category:
         """The category of a tag: fixed lists first, then the table, else ``general``."""
