@@ -199,7 +199,8 @@ def test_ui_returns_widgets_generated_from_options_in_api_order(tmp_path, monkey
         elif name not in ("model",):
             assert comp.value == o.default
     model = components[FROZEN_API_ARGS.index("model")]
-    assert model.value == "tiny.gguf" and "TIPO-500M-ft" in model.kwargs["choices"]
+    assert model.value == model.kwargs["choices"][0] and "TIPO-500M-ft" in model.kwargs["choices"]
+    assert [c for c in model.kwargs["choices"] if c != "tipo-builtin"][0] == "tiny.gguf"
     assert components[-1].kwargs["choices"] == ["cpu", "gpu"]
     assert [key for _, key in script.infotext_fields] == script.paste_field_names
 
