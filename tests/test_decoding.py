@@ -140,3 +140,10 @@ def test_known_only_results_drop_tags_off_the_table():
     p = plan(Request("1girl", output="tags"))
     r = finish(p, parse_text(p.prompt + ", smile, grassy que"), known_only=True)
     assert r.new_tags["general"] == ("smile",) and r.dropped == ("grassy que",)
+
+
+def test_the_text_cannot_end_on_the_tag_line_while_a_caption_is_still_owed(vocab):
+    owed = DecodeRules(plan(Request("1girl", output="both", length="very_short")), vocab)
+    assert owed.mask(", smile")[2]
+    done = DecodeRules(plan(Request("1girl", output="tags", length="very_short")), vocab)
+    assert not done.mask(", smile")[2]

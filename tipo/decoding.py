@@ -221,18 +221,19 @@ class DecodeRules:
     def _known(self, tag: str, content: bool) -> bool:
         return self.table.is_content(tag) if content else self.table.is_known(tag)
 
-    def _valid_tag_token(self, partial: str, text: str, content: bool) -> bool:
-        """Whether a token keeps the tag being written on the way to a known tag (or ends one)."""
+    def _valid_tag_token(self, partial: str, text: str, content: bool, seen: set[str]) -> bool:
+        """Whether a token keeps the tag being written on the way to a known tag not yet written
+        (or ends one)."""
         cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
         if not cuts:
             n = self._normalize(partial + text)
-            return not n or self.table.is_prefix(n, content)
+            return not n or self.table.is_prefix(n, content, seen)
         cut = min(cuts)
         done = self._normalize(partial + text[:cut])
         if done and not self._known(done, content):
             return False
         rest = self._normalize(text[cut + 1:])
-        return not rest or "," in rest or "\n" in text[cut + 1:] or self.table.is_prefix(rest, content)
+        return not rest or "," in rest or "\n" in text[cut + 1:] or self.table.is_prefix(rest, content, seen)
 
     def restrict_to_known(self, completion: str, logits: np.ndarray, banned: np.ndarray,
                           st: _State | None = None, top: int = 256) -> np.ndarray:
@@ -251,7 +252,8 @@ class DecodeRules:
         norm = self._normalize(partial)
         enders = v.has_comma | v.has_newline
         enders[v.eos_id] = True
-        if norm and not self.table.is_prefix(norm, content):
+        seen = self._seen(st)
+        if norm and not self.table.is_prefix(norm, content, seen):
             out = banned | ~enders
             return banned if out.all() else out
         work = np.where(banned, -np.inf, logits)
@@ -260,7 +262,7 @@ class DecodeRules:
         texts = v.texts
         eos_ok = not norm or self._known(norm, content)
         keep = [int(i) for i in order if np.isfinite(work[i])
-                and ((i == v.eos_id and eos_ok) or (i != v.eos_id and texts[i] and self._valid_tag_token(partial, texts[i], content)))]
+                and ((i == v.eos_id and eos_ok) or (i != v.eos_id and texts[i] and self._valid_tag_token(partial, texts[i], content, seen)))]
         if keep:
             out = np.ones_like(banned)
             out[keep] = False
@@ -303,6 +305,9 @@ class DecodeRules:
                     # Nothing left to write on this line: only a newline or EOS may come.
                     banned |= ~v.has_newline
                     banned[v.eos_id] = False
+            if self.fields[-1] != "tag":
+                # Fields still to write after the tags: the text cannot end on the tag line.
+                banned[v.eos_id] = True
         # A token that would complete a banned tag, or a tag already written (the user's or the
         # model's), is masked: duplicates never eat into the length class, bans never appear.
         # (Until the completion ends the user's last tag, the partial tag is the user's own.)

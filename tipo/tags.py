@@ -198,9 +198,12 @@ class TagTable:
         general |= {a for a, n in self.aliases.items() if n in general}
         return sorted(general | SPECIAL_TAGS)
 
-    def is_prefix(self, text: str, content_only: bool = False) -> bool:
+    def is_prefix(self, text: str, content_only: bool = False, exclude: frozenset[str] | set[str] = frozenset(),
+                  look: int = 64) -> bool:
         """True when some known tag or alias starts with ``text`` (already normalised);
-        ``content_only`` looks only at tags of the ``tag:`` line (special and general).
+        ``content_only`` looks only at tags of the ``tag:`` line (special and general); tags
+        whose canonical spelling is in ``exclude`` do not count (the first ``look`` matches are
+        checked, then any match counts).
 
         Example:
             >>> default_table().is_prefix("long ha"), default_table().is_prefix("qqqzz")
@@ -208,7 +211,16 @@ class TagTable:
         """
         names = self._sorted_content if content_only else self._sorted_names
         i = bisect.bisect_left(names, text)
-        return i < len(names) and names[i].startswith(text)
+        if i >= len(names) or not names[i].startswith(text):
+            return False
+        if not exclude:
+            return True
+        for name in names[i : i + look]:
+            if not name.startswith(text):
+                return False
+            if self.canonical(name) not in exclude:
+                return True
+        return True
 
     def is_content(self, tag: str) -> bool:
         """True for a known special or general tag (what belongs on the ``tag:`` line)."""
