@@ -19,7 +19,7 @@ expand: install
 	$(PYTHON) -m tipo expand "$(PROMPT)"
 
 lint:
-	$(PYTHON) -m ruff check tipo models eval tests
+	$(PYTHON) -m ruff check tipo models eval tests plugins
 	$(PYTHON) -m mypy
 
 test: install-dev lint
