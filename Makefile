@@ -8,7 +8,6 @@ PROMPT ?= 1girl, forest
 .PHONY: install install-dev expand test lint bench
 
 install:
-	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[llama]"
 
 install-dev:
