@@ -152,9 +152,6 @@ class DecodeRules:
                 keys.add(key)
                 field = key
                 written.append(key)
-            if idx > 0 and key is None and field == "tag":
-                # A tag line never continues on the next line: the tag field is over.
-                pass
             offset += len(line) + 1
         cur = lines[-1]
         cur_key = cur.split(":", 1)[0] if ":" in cur else None
@@ -167,20 +164,19 @@ class DecodeRules:
         norm = self._normalize
         tags_done = [norm(t) for t in items[:-1] if norm(t)]
         partial = items[-1] if items else ""
-        pending = self._pending_key(lines, field, written)
+        pending = self._pending_key(lines, field)
         return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason)
 
-    def _pending_key(self, lines: list[str], field: str | None, written: list[str | None]) -> str | None:
+    def _pending_key(self, lines: list[str], field: str | None) -> str | None:
         """The next field's key, when a single-line field just ended with a newline."""
         if len(lines) < 2:
             return None
         cur = lines[-1]
-        prev_field = field
-        if prev_field not in ("tag", "short") or self._line_has_key(cur):
+        if field not in ("tag", "short") or self._line_has_key(cur):
             return None
         # The newline ended a tag or short line; open the next task field if there is one.
         try:
-            nxt = self.fields[self.fields.index(prev_field) + 1]
+            nxt = self.fields[self.fields.index(field) + 1]
         except (ValueError, IndexError):
             return None
         want = f"{nxt}:"
