@@ -69,10 +69,6 @@ SCENERY_POOL = (
     "starry sky", "rock", "sunlight", "reflection", "cityscape", "mountainous horizon", "sunrise",
     "twilight", "fog", "rain", "autumn leaves", "cherry blossoms", "house", "bush", "path",
 )
-REQUEST_FIELDS = (
-    "tags", "caption", "caption_kind", "length", "width", "height", "aspect_ratio", "output", "gen_meta",
-    "ban", "ban_regex",
-)
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 
@@ -181,33 +177,19 @@ def read_prompt_file_text(text: str, name: str) -> tuple[PromptItem, ...]:
 
 
 def _read_jsonl(text: str, name: str) -> list[PromptItem]:
+    from tipo.batch import read_request_lines
     from tipo.errors import RequestError
-    from tipo.request import Request
 
+    try:
+        lines = read_request_lines(text, name, extra=("id", "seed"))
+    except RequestError as exc:
+        raise EvalError(str(exc)) from None
     items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{name}:{number}: not valid JSON ({exc.msg}); write one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise EvalError(f"{name}:{number}: expected a JSON object of Request fields, got {type(obj).__name__}")
-        item_id = obj.pop("id", f"line:{number}")
-        seed = obj.pop("seed", None)
-        unknown = sorted(set(obj) - set(REQUEST_FIELDS))
-        if unknown:
-            raise EvalError(f"{name}:{number}: unknown field(s) {unknown}; valid: id, seed, {', '.join(REQUEST_FIELDS)}")
+    for number, kw, extras in lines:
+        item_id = extras.get("id", f"line:{number}")
         if not isinstance(item_id, str) or not item_id:
             raise EvalError(f"{name}:{number}: id must be a non-empty string, got {item_id!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise EvalError(f"{name}:{number}: seed must be a whole number >= 0, got {seed!r}")
-        try:
-            Request(**obj)
-        except (RequestError, TypeError) as exc:
-            raise EvalError(f"{name}:{number}: {exc}") from None
-        items.append(PromptItem(item_id, obj, seed=seed))
+        items.append(PromptItem(item_id, kw, seed=extras.get("seed")))  # type: ignore[arg-type]
     return items
 
 

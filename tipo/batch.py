@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import RequestError
 from .request import Request
 
-__all__ = ["derive_seed", "read_requests", "run_batch"]
+__all__ = ["derive_seed", "read_request_lines", "read_requests", "run_batch"]
 
 _FIELD_ORDER = [f.name for f in fields(Request)]
 _REQUEST_FIELDS = set(_FIELD_ORDER)
@@ -39,35 +39,51 @@ def derive_seed(base: int, index: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def read_requests(path: Path, defaults: dict[str, object]) -> list[tuple[dict[str, object], int | None]]:
-    """Read requests as (request fields, explicit seed or None) pairs; errors name the line."""
-    if not path.exists():
-        raise RequestError(f"batch file {path} does not exist")
-    out: list[tuple[dict[str, object], int | None]] = []
-    text = path.read_text(encoding="utf-8")
-    is_jsonl = path.suffix.lower() in (".jsonl", ".json")
+def read_request_lines(text: str, name: str, defaults: dict[str, object] | None = None,
+                       extra: tuple[str, ...] = ("seed",)) -> list[tuple[int, dict[str, object], dict[str, object]]]:
+    """Read JSONL request lines as ``(line number, request fields, extra fields)``.
+
+    Each line is an object of :class:`~tipo.request.Request` fields (validated here, over
+    ``defaults``) plus the keys named in ``extra`` (``seed`` must be a whole number >= 0). Blank
+    lines are skipped. Errors name ``name:line`` and the fix.
+    """
+    out = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
-            continue
-        if not is_jsonl:
-            out.append(({**defaults, "tags": line.strip()}, None))
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RequestError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            raise RequestError(f"{name}:{number}: not valid JSON ({exc.msg}); write one JSON object per line") from None
         if not isinstance(obj, dict):
-            raise RequestError(f"{path}:{number}: expected a JSON object with request fields")
-        seed = obj.pop("seed", None)
-        unknown = set(obj) - _REQUEST_FIELDS
+            raise RequestError(f"{name}:{number}: expected a JSON object of Request fields, got {type(obj).__name__}")
+        extras = {key: obj.pop(key) for key in extra if key in obj}
+        unknown = sorted(set(obj) - _REQUEST_FIELDS)
         if unknown:
-            raise RequestError(f"{path}:{number}: unknown field(s) {sorted(unknown)}; valid: {sorted(_REQUEST_FIELDS)}")
-        kw = {**defaults, **obj}
+            valid = ", ".join([*extra, *_FIELD_ORDER])
+            raise RequestError(f"{name}:{number}: unknown field(s) {unknown}; valid: {valid}")
+        seed = extras.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise RequestError(f"{name}:{number}: seed must be a whole number >= 0, got {seed!r}")
+        kw = {**(defaults or {}), **obj}
         try:
             Request(**kw)  # type: ignore[arg-type]
         except (RequestError, TypeError) as exc:
-            raise RequestError(f"{path}:{number}: {exc}") from None
-        out.append((kw, seed))
+            raise RequestError(f"{name}:{number}: {exc}") from None
+        out.append((number, kw, extras))
+    return out
+
+
+def read_requests(path: Path, defaults: dict[str, object]) -> list[tuple[dict[str, object], int | None]]:
+    """Read requests as (request fields, explicit seed or None) pairs; errors name the line."""
+    if not path.exists():
+        raise RequestError(f"batch file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    out: list[tuple[dict[str, object], int | None]]
+    if path.suffix.lower() in (".jsonl", ".json"):
+        out = [(kw, extras.get("seed")) for _, kw, extras in read_request_lines(text, str(path), defaults)]  # type: ignore[misc]
+    else:
+        out = [({**defaults, "tags": line.strip()}, None) for line in text.splitlines() if line.strip()]
     if not out:
         raise RequestError(f"batch file {path} holds no requests")
     return out
