@@ -94,6 +94,7 @@ class _State:
     pending_key: str | None  # a key we must write next (forced)
     stop_at: int | None  # where to cut the completion when stopping
     stop_reason: str
+    line_keys: frozenset[str] = frozenset()  # canonical keys of tags_done
 
 
 class DecodeRules:
@@ -165,7 +166,8 @@ class DecodeRules:
         tags_done = [norm(t) for t in items[:-1] if norm(t)]
         partial = items[-1] if items else ""
         pending = self._pending_key(lines, field)
-        return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason)
+        line_keys = frozenset(self._key(t) for t in tags_done)
+        return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason, line_keys)
 
     def _pending_key(self, lines: list[str], field: str | None) -> str | None:
         """The next field's key, when a single-line field just ended with a newline."""
@@ -209,10 +211,10 @@ class DecodeRules:
 
     def _seen(self, st: _State) -> set[str]:
         """Canonical keys of the tags the current line holds, plus all of the user's tags."""
-        return {self._key(t) for t in st.tags_done} | self._user_keys
+        return set(st.line_keys) | self._user_keys
 
     def _count(self, st: _State) -> tuple[int, bool]:
-        return len({self._key(t) for t in st.tags_done}), bool(normalize(st.partial))
+        return len(st.line_keys), bool(normalize(st.partial))
 
     def _known(self, tag: str, content: bool) -> bool:
         return self.table.is_content(tag) if content else self.table.is_known(tag)
