@@ -218,6 +218,15 @@ def vocab_from_sentencepiece(
     )
 
 
+def to_llama_cpp_layout(gguf_name: str, data: np.ndarray, hparams: LlamaHParams) -> np.ndarray:
+    """A tensor in llama.cpp's layout: Q and K weights permuted to its rotary order, others as is."""
+    if gguf_name.endswith("attn_q.weight"):
+        return permute_rotary(data, hparams.num_heads)
+    if gguf_name.endswith("attn_k.weight"):
+        return permute_rotary(data, hparams.num_kv_heads)
+    return data
+
+
 def permute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
     """Reorder the rows of a Q or K projection from HF's rotary layout to llama.cpp's.
 
@@ -479,12 +488,7 @@ def _hf_tensor_loaders(hf_dir: Path, hparams: LlamaHParams, tied: bool) -> Itera
 
     def loader(hf_name: str, gguf_name: str) -> TensorLoader:
         def load() -> np.ndarray:
-            data = _read_safetensor(index[hf_name], hf_name)
-            if gguf_name.endswith("attn_q.weight"):
-                data = permute_rotary(data, hparams.num_heads)
-            elif gguf_name.endswith("attn_k.weight"):
-                data = permute_rotary(data, hparams.num_kv_heads)
-            return data
+            return to_llama_cpp_layout(gguf_name, _read_safetensor(index[hf_name], hf_name), hparams)
 
         return load
 

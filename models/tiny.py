@@ -39,7 +39,7 @@ from models.gguf_export import (
     OutType,
     export_hf_to_gguf,
     llama_tensor_shapes,
-    permute_rotary,
+    to_llama_cpp_layout,
     vocab_from_sentencepiece,
     write_llama_gguf,
 )
@@ -337,11 +337,7 @@ def build_random(
             rng = np.random.default_rng([seed, index])
             data = rng.standard_normal(tensor_shape, dtype=np.float32) * np.float32(std)
             # Random weights need no permutation, but keep the exporter's convention visible.
-            if tensor_name.endswith("attn_q.weight"):
-                data = permute_rotary(data, hparams.num_heads)
-            elif tensor_name.endswith("attn_k.weight"):
-                data = permute_rotary(data, hparams.num_kv_heads)
-            return data
+            return to_llama_cpp_layout(tensor_name, data, hparams)
 
         return load
 
