@@ -51,6 +51,16 @@ def tiny_clip_tokenizer():
     return transformers.CLIPTokenizer(vocab=vocab, merges=[("t", "h"), ("th", "e</w>")])
 
 
+#: The vision tower shape of every tiny CLIP / SigLIP model here.
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
+
 @pytest.fixture(scope="module")
 def clip():
     tokenizer = tiny_clip_tokenizer()
@@ -66,14 +76,7 @@ def clip():
             eos_token_id=1,
             pad_token_id=1,
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=dict(TINY_VISION),
         projection_dim=16,
     )
     model = seeded(lambda: transformers.CLIPModel(config))
@@ -199,19 +202,11 @@ def test_clip_from_pretrained_loads_a_saved_checkpoint(clip, tmp_path):
 
 # --- aesthetic head on a tiny SigLIP ------------------------------------------------------------------
 
-SIGLIP_VISION = dict(
-    hidden_size=32,
-    intermediate_size=37,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=32,
-    patch_size=8,
-)
 
 
 @pytest.fixture(scope="module")
 def siglip():
-    model = seeded(lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**SIGLIP_VISION)))
+    model = seeded(lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**TINY_VISION)))
     processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
     return SiglipFeatures(model=model, processor=processor, batch_size=2)
 
@@ -314,7 +309,7 @@ def test_aesthetic_from_pretrained_reads_a_full_siglip_checkpoint(scorer, tmp_pa
     text = dict(
         vocab_size=64, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2
     )
-    config = transformers.SiglipConfig(text_config=text, vision_config=SIGLIP_VISION)
+    config = transformers.SiglipConfig(text_config=text, vision_config=TINY_VISION)
     full = seeded(lambda: transformers.SiglipModel(config), seed=2)
     full.save_pretrained(tmp_path / "siglip")
     scorer.features.processor.save_pretrained(tmp_path / "siglip")
