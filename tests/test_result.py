@@ -2,11 +2,12 @@
 
 import pytest
 
+from tipo.bans import BanList
 from tipo.errors import RequestError
 from tipo.parse import parse_text
 from tipo.planner import plan
 from tipo.request import Request
-from tipo.result import BanList, finish
+from tipo.result import finish
 from tipo.template import Preset, render_template
 
 

@@ -1,107 +1,84 @@
-"""Decode-time rules: length classes, bans, field order and stopping, inside ONE pass.
+"""Decoding: one incremental state, decode rules as small objects, one loop.
 
 The reference retries whole passes when a result is short and filters bans afterwards. Here the
-rules act on each step's candidates instead:
+rules act on each step's candidates instead, inside ONE pass. Each rule is a small object with one
+job (as llama.cpp's samplers or transformers' logits processors); they read one
+:class:`DecodeState`, which is kept up to date one token at a time, and narrow one
+:class:`Step`'s mask of forbidden tokens:
 
-* Length class: while the ``tag:`` line holds fewer tags than the class minimum, tokens that
-  would end it (a newline, EOS) are masked; once it holds the class cap, tokens that would
-  start another tag (a comma) are masked.
-* Bans: a token that would complete a banned tag (a comma, a newline or EOS right after the
-  tag's text) is masked, in the ``tag:`` line and in every meta line. Results are checked once
-  more after parsing.
-* Field order: when a field ends, the next field of the task is opened by forcing its key
-  (``long:``) token by token.
-* Stopping: generation stops once the requested fields are written (at the end of the tag line
-  when tags are the last field, at EOS after a caption, or when the model starts a key that was
-  already written).
+* :class:`ControlBytes`: control characters other than newline and tab are never written.
+* :class:`FieldKey`: when a field ends, the next field of the task is opened by forcing its key
+  (``long:``) token by token (this rule decides the step alone).
+* :class:`ValueStartsWithSpace`: an empty ``key:`` the prompt opened is followed by a space.
+* :class:`FirstTokenEndsUserTag`: the first token cannot extend the user's last tag.
+* :class:`ClassMinimum` / :class:`ClassCap`: while the ``tag:`` line holds fewer tags than the
+  length class minimum, tokens that would end it (newline, EOS) are masked; once it holds the
+  cap, tokens that would start another tag (a comma) are masked.
+* :class:`NoEosWhileCaptionOwed`: the text cannot end on the tag line while a caption is owed.
+* :class:`AlreadyWritten` / :class:`Bans`: a token that would complete a tag already written (the
+  user's or the model's) or a banned tag is masked, in the ``tag:`` line and every meta line.
+* :class:`KnownTagsOnly` (optional): tag lines stay on the way to tags of the tag table.
+* :class:`StopCondition`: generation stops once the requested fields are written (at the end of
+  the tag line when tags are the last field, at EOS after a caption, or when the model starts a
+  key that was already written).
+
+A new rule is a :class:`Rule` subclass whose ``apply(step)`` ORs into ``step.mask``; it goes into
+the list :func:`default_rules` builds (or a caller's own list). :class:`Sequence` is one sequence
+being decoded (state, rules, sampler, budget) and takes the logits of each step, so a driver that
+evaluates several sequences per backend call can reuse it; :func:`decode` is the one-sequence loop.
 """
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 import numpy as np
 
+from .bans import BanList
 from .parse import KEYS
-from .planner import Field, Plan
-from .result import BanList
+from .planner import Plan
+from .sampling import Sampler
 from .tags import TagTable, default_table, normalize
+from .vocab import TokenText, piece_bytes
 
-__all__ = ["DecodeRules", "TokenText", "piece_bytes"]
+__all__ = [
+    "AlreadyWritten",
+    "Bans",
+    "ClassCap",
+    "ClassMinimum",
+    "ControlBytes",
+    "DecodeContext",
+    "DecodeResult",
+    "DecodeRules",
+    "DecodeState",
+    "FieldKey",
+    "FirstTokenEndsUserTag",
+    "KnownTagsOnly",
+    "NoEosWhileCaptionOwed",
+    "Rule",
+    "Sequence",
+    "Step",
+    "StopCondition",
+    "TokenText",
+    "ValueStartsWithSpace",
+    "decode",
+    "default_rules",
+    "piece_bytes",
+]
 
 _META_LINE_KEYS = ("meta", "rating", "artist", "characters", "copyrights", "quality")
+_SINGLE_LINE_FIELDS = ("tag", "short")
 
 
-def piece_bytes(piece: str, is_control: bool) -> bytes:
-    """The bytes a SentencePiece token stands for: ``▁`` is a space, ``<0x0A>`` is byte 10,
-    control and added tokens stand for nothing (they are decoded without special tokens)."""
-    if is_control:
-        return b""
-    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-        try:
-            return bytes([int(piece[3:5], 16)])
-        except ValueError:
-            pass
-    return piece.replace("\u2581", " ").encode("utf-8")
+# -- per-request constants -------------------------------------------------------------------
+class DecodeContext:
+    """What the rules of one request need to know, computed once: the plan's fields and prompt,
+    the length class, the user's tags, the bans, the tag table and the vocabulary."""
 
-
-@dataclass
-class TokenText:
-    """The text of every token of a vocabulary, and the token classes the rules need."""
-
-    pieces: list[bytes]
-    eos_id: int
-
-    def __post_init__(self) -> None:
-        texts = [p.decode("utf-8", "ignore") for p in self.pieces]
-        self.texts = texts
-        n = len(texts)
-        self.has_newline = np.array(["\n" in t for t in texts], dtype=bool)
-        self.has_comma = np.array(["," in t for t in texts], dtype=bool)
-        self.empty = np.array([p == b"" for p in self.pieces], dtype=bool)
-        self.starts_space = np.array([t[:1] == " " and t.strip() != "" for t in texts], dtype=bool)
-        self.ends_tag = np.array([t.lstrip(" ")[:1] in (",", "\n") for t in texts], dtype=bool)
-        # Never useful in a prompt: control characters other than newline and tab (byte-fallback
-        # tokens of random or under-trained models produce them).
-        self.junk = np.array([any(b < 32 and b not in (9, 10) for b in p) or b"\x7f" in p for p in self.pieces],
-                             dtype=bool)
-        # Tokens that end a tag: the text before the first comma / newline.
-        self.terminators = [
-            (i, t[: min(x for x in (t.find(","), t.find("\n")) if x >= 0)])
-            for i, t in enumerate(texts)
-            if ("," in t or "\n" in t)
-        ]
-        # The same terminators grouped by the text before their comma / newline (many share it:
-        # ",", ", ", ",\n" all have ""), so the ban check runs once per distinct text.
-        groups: dict[str, list[int]] = {}
-        for i, before in self.terminators:
-            groups.setdefault(before, []).append(i)
-        self.terminator_groups = [(before, np.array(ids, dtype=np.intp)) for before, ids in groups.items()]
-        self.size = n
-
-    def decode(self, ids: list[int]) -> str:
-        return b"".join(self.pieces[i] for i in ids if 0 <= i < self.size).decode("utf-8", "replace")
-
-
-@dataclass
-class _State:
-    field: Field | str | None  # the field the current line belongs to
-    line: str  # the current (last) line's text, including the key for key lines
-    line_is_tags: bool  # the line is a tag list (tag line or a meta line)
-    tags_done: list[str]  # complete tags on the current tag line
-    partial: str  # the text of the tag being written
-    keys: set[str]  # keys written in prompt and completion
-    pending_key: str | None  # a key we must write next (forced)
-    stop_at: int | None  # where to cut the completion when stopping
-    stop_reason: str
-    line_keys: frozenset[str] = frozenset()  # canonical keys of tags_done
-
-
-class DecodeRules:
-    """The decode-time rules of one request (see the module docstring)."""
-
-    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None,
-                 known_tags_only: bool = False) -> None:
+    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None) -> None:
         self.plan = plan
         self.vocab = vocab
         self.table = table or default_table()
@@ -109,212 +86,598 @@ class DecodeRules:
         self.min_tags, self.cap = plan.length.tag_range
         self.gen_meta = plan.request.gen_meta
         self.fields = [f.value for f in plan.fields]
+        self.open_field: str | None = plan.open_field.value
         prompt_lines = plan.prompt.split("\n")
-        self.prompt_keys = {line.split(":", 1)[0] for line in prompt_lines if ":" in line and line.split(":", 1)[0] in KEYS}
+        self.prompt_keys = frozenset(
+            line.split(":", 1)[0] for line in prompt_lines if ":" in line and line.split(":", 1)[0] in KEYS)
         last = prompt_lines[-1]
         self.prefix_line = last  # the open line of the prompt, e.g. "tag: 1girl, forest" or "long:"
-        self._opens_empty = last.endswith(":") and last[:-1] in KEYS
-        self._continues_tags = plan.open_field is Field.TAG and last.startswith("tag:") and bool(last[4:].strip())
-        # normalize() and canonical() of finished tags, cached: every step re-reads the whole
-        # current tag line, and both functions are pure.
+        self.opens_empty = last.endswith(":") and last[:-1] in KEYS
+        self.continues_tags = self.open_field == "tag" and last.startswith("tag:") and bool(last[4:].strip())
+        self.user_keys = frozenset(plan.user.keys)
+        # normalize() and canonical() are pure and the same tags come back every step: cache them.
         self._normalized: dict[str, str] = {}
         self._canonical: dict[str, str] = {}
-        self._user_keys = set(plan.user.keys)
-        self.known_tags_only = known_tags_only
 
-    def _normalize(self, text: str) -> str:
+    def normalize(self, text: str) -> str:
         out = self._normalized.get(text)
         if out is None:
             out = self._normalized[text] = normalize(text)
         return out
 
-    # -- state ---------------------------------------------------------------------------
-    def state(self, completion: str) -> _State:
-        lines = (self.prefix_line + completion).split("\n")
-        keys = set(self.prompt_keys)
-        field: str | None = self.plan.open_field.value
-        written = [field]
-        stop_at: int | None = None
-        reason = ""
-        offset = -len(self.prefix_line)  # position of each line start within the completion
-        for idx, line in enumerate(lines):
-            key = None
-            if idx > 0:
-                head = line.split(":", 1)[0]
-                if ":" in line and head in KEYS:
-                    key = head
-            if key is not None:
-                allowed_meta = self.gen_meta and key in _META_LINE_KEYS + ("aspect ratio",)
-                later_field = key in self.fields and key not in written
-                if key in keys or key == "target" or not (allowed_meta or later_field):
-                    stop_at = max(offset - 1, 0)
-                    reason = f"repeated or unexpected key '{key}'"
-                    break
-                keys.add(key)
-                field = key
-                written.append(key)
-            offset += len(line) + 1
-        cur = lines[-1]
-        cur_key = cur.split(":", 1)[0] if ":" in cur else None
-        line_field = field
-        line_is_tags = False
-        if len(lines) == 1 or (cur_key is not None and cur_key in KEYS):
-            line_is_tags = line_field == "tag" or line_field in _META_LINE_KEYS
-        body = cur.split(":", 1)[1] if (line_is_tags and ":" in cur) else ""
-        items = body.split(",")
-        norm = self._normalize
-        tags_done = [norm(t) for t in items[:-1] if norm(t)]
-        partial = items[-1] if items else ""
-        pending = self._pending_key(lines, field)
-        line_keys = frozenset(self._key(t) for t in tags_done)
-        return _State(field, cur, line_is_tags, tags_done, partial, keys, pending, stop_at, reason, line_keys)
+    def key(self, tag: str) -> str:
+        """The canonical key of a tag (normalised, alias resolved), cached."""
+        out = self._canonical.get(tag)
+        if out is None:
+            out = self._canonical[tag] = self.table.canonical(tag)
+        return out
 
-    def _pending_key(self, lines: list[str], field: str | None) -> str | None:
-        """The next field's key, when a single-line field just ended with a newline."""
-        if len(lines) < 2:
+
+# -- the incremental state -------------------------------------------------------------------
+class DecodeState:
+    """What the completion written so far means for the rules, updated one token at a time.
+
+    The completion is the UTF-8 decoding of the tokens' bytes (an unfinished multi-byte character
+    at the end reads as U+FFFD until its last byte comes). Lines are processed once, when their
+    key appears; the current line's tags are re-read only when a comma has been added.
+    """
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        self.ctx = ctx
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stable = ""  # the decoded completion without an unfinished character at the end
+        self._tail = ""  # "\ufffd" while a multi-byte character is unfinished
+        self.keys: set[str] = set(ctx.prompt_keys)  # keys written in prompt and completion
+        self.field: str | None = ctx.open_field  # the field the current line belongs to
+        self._written: list[str | None] = [self.field]
+        self.stop_at: int | None = None  # where to cut the completion when stopping
+        self.stop_reason = ""
+        self._n_lines = 1  # lines of prefix_line + completion
+        self._line_start = -len(ctx.prefix_line)  # the current line's start within the completion
+        self._line = ctx.prefix_line  # the current line's stable text
+        self._line_keyed = False  # the current line's key was processed (or it has none)
+        self._separated = False  # the completion holds a comma or a newline
+        self._version = 0  # counts feeds: the cached tag view below is for one version
+        self._view_at = -1
+        self._tags_head: str | None = None
+        self.tags_done: list[str] = []
+        self.line_keys: frozenset[str] = frozenset()
+        self.n_tokens = 0
+
+    @classmethod
+    def from_text(cls, ctx: DecodeContext, completion: str) -> DecodeState:
+        """The state after ``completion`` (for tools and tests)."""
+        st = cls(ctx)
+        st.feed(completion.encode("utf-8"))
+        st.n_tokens = 0
+        return st
+
+    # -- updates ----------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Append one token's bytes."""
+        self.n_tokens += 1
+        self._version += 1
+        text = self._utf8.decode(data)
+        self._tail = "\ufffd" if self._utf8.getstate()[0] else ""
+        if not text:
+            return
+        self._stable += text
+        if not self._separated and ("," in text or "\n" in text):
+            self._separated = True
+        if "\n" not in text:
+            self._line += text
+            self._check_key()
+            return
+        parts = text.split("\n")
+        for part in parts[:-1]:
+            self._line += part
+            self._check_key()
+            self._line_start += len(self._line) + 1
+            self._line = ""
+            self._n_lines += 1
+            self._line_keyed = False
+        self._line += parts[-1]
+        self._check_key()
+
+    def _check_key(self) -> None:
+        """Process the current line's key once it is written (lines after the prompt's own)."""
+        if self._line_keyed or self._n_lines == 1 or ":" not in self._line or self.stop_at is not None:
+            return
+        self._line_keyed = True
+        key = self._line.split(":", 1)[0]
+        if key not in KEYS:
+            return
+        ctx = self.ctx
+        allowed_meta = ctx.gen_meta and key in _META_LINE_KEYS + ("aspect ratio",)
+        later_field = key in ctx.fields and key not in self._written
+        if key in self.keys or key == "target" or not (allowed_meta or later_field):
+            self.stop_at = max(self._line_start - 1, 0)
+            self.stop_reason = f"repeated or unexpected key '{key}'"
+            return
+        self.keys.add(key)
+        self.field = key
+        self._written.append(key)
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def completion(self) -> str:
+        return self._stable + self._tail
+
+    @property
+    def empty(self) -> bool:
+        """Nothing written yet (tokens without text do not count)."""
+        return not self._stable and not self._tail
+
+    @property
+    def separated(self) -> bool:
+        """The completion holds a comma or a newline (it has left the prompt's last tag)."""
+        return self._separated
+
+    @property
+    def ends_line(self) -> bool:
+        return not self._tail and self._stable.endswith("\n")
+
+    @property
+    def line(self) -> str:
+        """The current (last) line's text, including the key for key lines."""
+        return self._line + self._tail
+
+    @property
+    def line_is_tags(self) -> bool:
+        """The current line is a tag list (the tag line or a meta line)."""
+        line = self._line
+        if self._n_lines > 1 and not (":" in line and line.split(":", 1)[0] in KEYS):
+            return False
+        return self.field == "tag" or self.field in _META_LINE_KEYS
+
+    @property
+    def partial(self) -> str:
+        """The text of the tag being written (on a tag line)."""
+        self._read_tags()
+        return self._partial
+
+    def _read_tags(self) -> None:
+        if self._view_at == self._version:
+            return
+        self._view_at = self._version
+        line = self.line
+        body = line.split(":", 1)[1] if (":" in line and self.line_is_tags) else ""
+        head, sep, partial = body.rpartition(",")
+        self._partial = partial
+        if head != self._tags_head:
+            self._tags_head = head
+            norm = self.ctx.normalize
+            done = [norm(t) for t in head.split(",")] if sep else []
+            self.tags_done = [t for t in done if t]
+            key = self.ctx.key
+            self.line_keys = frozenset(key(t) for t in self.tags_done)
+
+    def tag_count(self) -> tuple[int, bool]:
+        """Complete tags on the current line, and whether a tag is being written."""
+        self._read_tags()
+        return len(self.line_keys), bool(self.ctx.normalize(self._partial))
+
+    def seen(self) -> frozenset[str]:
+        """Canonical keys of the current line's tags plus all of the user's tags."""
+        self._read_tags()
+        return self.line_keys | self.ctx.user_keys
+
+    @property
+    def pending_key(self) -> str | None:
+        """The rest of the next field's key, when a single-line field just ended with a newline."""
+        if self._n_lines < 2:
             return None
-        cur = lines[-1]
-        if field not in ("tag", "short") or self._line_has_key(cur):
+        field = self.field
+        line = self.line
+        if field not in _SINGLE_LINE_FIELDS or (":" in line and line.split(":", 1)[0] in KEYS):
             return None
-        # The newline ended a tag or short line; open the next task field if there is one.
+        fields = self.ctx.fields
         try:
-            nxt = self.fields[self.fields.index(field) + 1]
+            nxt = fields[fields.index(field) + 1]
         except (ValueError, IndexError):
             return None
         want = f"{nxt}:"
-        if want.startswith(cur):
-            return want[len(cur):] or None
+        if want.startswith(line):
+            return want[len(line):] or None
         return None
 
-    @staticmethod
-    def _line_has_key(line: str) -> bool:
-        return ":" in line and line.split(":", 1)[0] in KEYS
 
-    # -- rules ---------------------------------------------------------------------------
-    def stop(self, completion: str, st: _State | None = None) -> tuple[int, str] | None:
-        """Where to cut and why, when the requested fields are written; else None."""
-        st = st or self.state(completion)
-        if st.stop_at is not None:
-            return st.stop_at, st.stop_reason
-        if not completion.endswith("\n") or self.gen_meta:
-            return None
-        # A newline just ended a line. Tags and short captions are one line each.
-        if st.field in ("tag", "short") and st.field == self.fields[-1]:
-            return len(completion) - 1, "requested fields written"
-        return None
+# -- one step --------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """One decoding step: the state, the model's scores and the mask of forbidden token ids
+    (True = forbidden) the rules narrow."""
 
-    def _key(self, tag: str) -> str:
-        key = self._canonical.get(tag)
-        if key is None:
-            key = self._canonical[tag] = self.table.canonical(tag)
-        return key
+    state: DecodeState
+    logits: np.ndarray | None
+    mask: np.ndarray
 
-    def _seen(self, st: _State) -> set[str]:
-        """Canonical keys of the tags the current line holds, plus all of the user's tags."""
-        return set(st.line_keys) | self._user_keys
 
-    def _count(self, st: _State) -> tuple[int, bool]:
-        return len(st.line_keys), bool(normalize(st.partial))
+class Rule:
+    """A decode-time rule. ``apply`` narrows ``step.mask`` (OR into it) and returns True when
+    it decided the step alone (the rules after it are skipped)."""
 
-    def _known(self, tag: str, content: bool) -> bool:
-        return self.table.is_content(tag) if content else self.table.is_known(tag)
+    def __init__(self, ctx: DecodeContext) -> None:
+        self.ctx = ctx
+        self.vocab = ctx.vocab
 
-    def _valid_tag_token(self, partial: str, text: str, content: bool, seen: set[str]) -> bool:
-        """Whether a token keeps the tag being written on the way to a known tag not yet written
-        (or ends one)."""
-        cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
-        if not cuts:
-            n = self._normalize(partial + text)
-            return not n or self.table.is_prefix(n, content, seen)
-        cut = min(cuts)
-        done = self._normalize(partial + text[:cut])
-        if done and not self._known(done, content):
+    def apply(self, step: Step) -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+class ControlBytes(Rule):
+    """Control characters other than newline and tab (byte-fallback tokens of random or
+    under-trained models) are never written."""
+
+    def apply(self, step: Step) -> bool:
+        np.logical_or(step.mask, self.vocab.junk, out=step.mask)
+        return False
+
+
+class FieldKey(Rule):
+    """After a single-line field ends, the next field's key (``long:``) is written token by token.
+    When no token starts the rest of the key, only the control bytes stay forbidden."""
+
+    def apply(self, step: Step) -> bool:
+        want = step.state.pending_key
+        if want is None:
             return False
-        rest = self._normalize(text[cut + 1:])
-        return not rest or "," in rest or "\n" in text[cut + 1:] or self.table.is_prefix(rest, content, seen)
+        forced = self.vocab.forced(want)
+        if forced is not None:
+            np.copyto(step.mask, forced)
+        return True
 
-    def restrict_to_known(self, completion: str, logits: np.ndarray, banned: np.ndarray,
-                          st: _State | None = None, top: int = 256) -> np.ndarray:
-        """With ``known_tags_only``: in tag lines, keep only the likeliest tokens that continue a
-        known tag or end one (on the ``tag:`` line: special and general tags). When none of the
-        ``top`` likeliest qualifies, or the tag is already off the table, only tokens that end
-        the tag remain, so a stray tag stays one tag (and is dropped from the result)."""
-        st = st or self.state(completion)
-        if not self.known_tags_only or not st.line_is_tags or st.pending_key is not None:
-            return banned
-        if not completion and self._continues_tags:
-            return banned  # the first token only ends the user's last tag
-        v = self.vocab
+
+class ValueStartsWithSpace(Rule):
+    """A ``key:`` the prompt opened empty is followed by a space, as in training (``key: value``)."""
+
+    def apply(self, step: Step) -> bool:
+        if self.ctx.opens_empty and step.state.empty:
+            np.logical_or(step.mask, self.vocab.not_starts_space, out=step.mask)
+            step.mask[self.vocab.eos_id] = False
+        return False
+
+
+class _TagLineRule(Rule):
+    """A rule that acts only on tag lines (the ``tag:`` line and the meta lines)."""
+
+    def apply(self, step: Step) -> bool:
+        if step.state.line_is_tags:
+            self.on_tags(step)
+        return False
+
+    def on_tags(self, step: Step) -> None:
+        raise NotImplementedError
+
+
+class FirstTokenEndsUserTag(_TagLineRule):
+    """The user's last tag is complete: the first token may only add ``, next`` or end the line,
+    never extend the user's tag (``forest`` -> ``forestry``)."""
+
+    def on_tags(self, step: Step) -> None:
+        if self.ctx.continues_tags and step.state.empty:
+            np.logical_or(step.mask, self.vocab.not_ends_tag, out=step.mask)
+            step.mask[self.vocab.eos_id] = False
+
+
+class ClassMinimum(_TagLineRule):
+    """Below the length class minimum the ``tag:`` line cannot end (no newline, no EOS)."""
+
+    def on_tags(self, step: Step) -> None:
+        st = step.state
+        if st.field != "tag":
+            return
+        n, partial = st.tag_count()
+        if n + partial < self.ctx.min_tags:
+            np.logical_or(step.mask, self.vocab.has_newline, out=step.mask)
+            step.mask[self.vocab.eos_id] = True
+
+
+class ClassCap(_TagLineRule):
+    """At the length class cap no new tag can start on the ``tag:`` line (no comma); with no tag
+    being written only a newline or EOS may come."""
+
+    def on_tags(self, step: Step) -> None:
+        st = step.state
+        if st.field != "tag":
+            return
+        n, partial = st.tag_count()
+        if n + partial >= self.ctx.cap:
+            np.logical_or(step.mask, self.vocab.has_comma, out=step.mask)
+            if not partial:
+                np.logical_or(step.mask, self.vocab.not_newline, out=step.mask)
+                step.mask[self.vocab.eos_id] = False
+
+
+class NoEosWhileCaptionOwed(_TagLineRule):
+    """Fields still to write after the tags: the text cannot end on the ``tag:`` line."""
+
+    def on_tags(self, step: Step) -> None:
+        if step.state.field == "tag" and self.ctx.fields[-1] != "tag":
+            step.mask[self.vocab.eos_id] = True
+
+
+class _CompletingRule(_TagLineRule):
+    """Masks every token that would complete a tag ``hit(text)`` is true for: the terminators
+    (tokens with a comma or newline) after the text written so far, and EOS."""
+
+    def hit(self, step: Step, text: str) -> bool:
+        raise NotImplementedError
+
+    def active(self, step: Step) -> bool:
+        return True
+
+    def on_tags(self, step: Step) -> None:
+        if not self.active(step):
+            return
+        partial = step.state.partial
+        mask = step.mask
+        norm = self.ctx.normalize
+        for before, ids in self.vocab.terminator_groups:
+            text = partial + before
+            if norm(text) and self.hit(step, text):
+                mask[ids] = True
+        if norm(partial) and self.hit(step, partial):
+            mask[self.vocab.eos_id] = True
+
+
+class AlreadyWritten(_CompletingRule):
+    """A tag already written (the user's or the model's on this line) cannot be completed again,
+    so duplicates never eat into the length class. Until the completion leaves the prompt's last
+    tag, the tag being written is the user's own."""
+
+    def active(self, step: Step) -> bool:
+        return step.state.separated
+
+    def hit(self, step: Step, text: str) -> bool:
+        return self.ctx.key(text) in step.state.seen()
+
+
+class Bans(_CompletingRule):
+    """A banned tag (plain, alias or regex; see :class:`~tipo.bans.BanList`) cannot be completed."""
+
+    def active(self, step: Step) -> bool:
+        return bool(self.ctx.bans)
+
+    def hit(self, step: Step, text: str) -> bool:
+        return self.ctx.bans.matches(text)
+
+
+class KnownTagsOnly(_TagLineRule):
+    """In tag lines, keep only the likeliest tokens (the ``top`` best allowed so far) that continue
+    a known tag not yet written or end one (on the ``tag:`` line: special and general tags). When
+    none qualifies, or the tag is already off the table, only tokens that end the tag remain, so a
+    stray tag stays one tag (and is dropped from the result)."""
+
+    top = 256
+
+    def on_tags(self, step: Step) -> None:
+        st = step.state
+        if st.pending_key is not None or (st.empty and self.ctx.continues_tags):
+            return  # the first token only ends the user's last tag
+        ctx, v, mask = self.ctx, self.vocab, step.mask
         content = st.field == "tag"
         partial = st.partial
-        norm = self._normalize(partial)
-        enders = v.has_comma | v.has_newline
-        enders[v.eos_id] = True
-        seen = self._seen(st)
-        if norm and not self.table.is_prefix(norm, content, seen):
-            out = banned | ~enders
-            return banned if out.all() else out
-        work = np.where(banned, -np.inf, logits)
-        k = min(top, work.size)
+        norm = ctx.normalize(partial)
+        seen = st.seen()
+        if norm and not ctx.table.is_prefix(norm, content, seen):
+            self._only_enders(mask)
+            return
+        if step.logits is None:
+            raise ValueError("KnownTagsOnly needs the step's logits")
+        work = np.where(mask, -np.inf, step.logits)
+        k = min(self.top, work.size)
         order = np.argpartition(work, -k)[-k:]
         texts = v.texts
+        eos = v.eos_id
         eos_ok = not norm or self._known(norm, content)
         keep = [int(i) for i in order if np.isfinite(work[i])
-                and ((i == v.eos_id and eos_ok) or (i != v.eos_id and texts[i] and self._valid_tag_token(partial, texts[i], content, seen)))]
+                and ((i == eos and eos_ok) or (i != eos and texts[i] and self._valid(partial, texts[i], content, seen)))]
         if keep:
-            out = np.ones_like(banned)
-            out[keep] = False
-            return out | banned
-        out = banned | ~enders
-        return banned if out.all() else out
+            allowed = np.zeros_like(mask)
+            allowed[keep] = True
+            np.logical_or(mask, ~allowed, out=mask)
+        else:
+            self._only_enders(mask)
 
-    def mask(self, completion: str, st: _State | None = None) -> np.ndarray:
-        """Boolean mask of the token ids that are forbidden at this step."""
-        st = st or self.state(completion)
-        v = self.vocab
-        banned = v.junk.copy()
-        if st.pending_key is not None:
-            want = st.pending_key
-            allowed = np.array([bool(t) and want.startswith(t) for t in v.texts], dtype=bool)
-            if allowed.any():
-                return ~allowed
-            return banned
-        if not completion and self._opens_empty:
-            # "key:" was opened empty: the value starts with a space, as in training ("key: value").
-            banned |= ~v.starts_space
-            banned[v.eos_id] = False
-        if not st.line_is_tags:
-            return banned
-        # Tags: length class on the tag line, bans everywhere.
-        if not completion and self._continues_tags:
-            # The user's last tag is complete: the model may only add ", next" or end the line,
-            # never extend the user's tag ("forest" -> "forestry").
-            banned |= ~v.ends_tag
-            banned[v.eos_id] = False
-        if st.field == "tag":
-            n, has_partial = self._count(st)
-            total = n + (1 if has_partial else 0)
-            if total < self.min_tags:
-                banned |= v.has_newline
-                banned[v.eos_id] = True
-            if total >= self.cap:
-                banned |= v.has_comma
-                if not has_partial:
-                    # Nothing left to write on this line: only a newline or EOS may come.
-                    banned |= ~v.has_newline
-                    banned[v.eos_id] = False
-            if self.fields[-1] != "tag":
-                # Fields still to write after the tags: the text cannot end on the tag line.
-                banned[v.eos_id] = True
-        # A token that would complete a banned tag, or a tag already written (the user's or the
-        # model's), is masked: duplicates never eat into the length class, bans never appear.
-        # (Until the completion ends the user's last tag, the partial tag is the user's own.)
-        seen = self._seen(st) if ("," in completion or "\n" in completion) else set()
+    def _only_enders(self, mask: np.ndarray) -> None:
+        out = mask | self.vocab.not_enders
+        if not out.all():
+            np.copyto(mask, out)
+
+    def _known(self, tag: str, content: bool) -> bool:
+        table = self.ctx.table
+        return table.is_content(tag) if content else table.is_known(tag)
+
+    def _valid(self, partial: str, text: str, content: bool, seen: frozenset[str]) -> bool:
+        """Whether a token keeps the tag being written on the way to a known tag not yet written
+        (or ends one)."""
+        norm, table = self.ctx.normalize, self.ctx.table
+        cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
+        if not cuts:
+            n = norm(partial + text)
+            return not n or table.is_prefix(n, content, seen)
+        cut = min(cuts)
+        done = norm(partial + text[:cut])
+        if done and not self._known(done, content):
+            return False
+        rest = norm(text[cut + 1:])
+        return not rest or "," in rest or "\n" in text[cut + 1:] or table.is_prefix(rest, content, seen)
+
+
+class StopCondition:
+    """Where to cut the completion and why, once the requested fields are written; else None."""
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, st: DecodeState) -> tuple[int, str] | None:
+        if st.stop_at is not None:
+            return st.stop_at, st.stop_reason
+        if self.ctx.gen_meta or not st.ends_line:
+            return None
+        # A newline just ended a line. Tags and short captions are one line each.
+        if st.field in _SINGLE_LINE_FIELDS and st.field == self.ctx.fields[-1]:
+            return len(st.completion) - 1, "requested fields written"
+        return None
+
+
+RuleFactory = Callable[[DecodeContext], Rule]
+
+
+def default_rules(known_tags_only: bool = False) -> list[RuleFactory]:
+    """The rule classes of a request, in the order they apply."""
+    rules: list[RuleFactory] = [ControlBytes, FieldKey, ValueStartsWithSpace, FirstTokenEndsUserTag, ClassMinimum,
+                                ClassCap, NoEosWhileCaptionOwed, AlreadyWritten, Bans]
+    if known_tags_only:
+        rules.append(KnownTagsOnly)
+    return rules
+
+
+class DecodeRules:
+    """The decode-time rules of one request over its :class:`DecodeContext`.
+
+    ``rules`` replaces the default list (:func:`default_rules`); ``extra`` appends rules to it.
+    """
+
+    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None, known_tags_only: bool = False,
+                 rules: Seq[RuleFactory] | None = None, extra: Seq[RuleFactory] = ()) -> None:
+        self.ctx = DecodeContext(plan, vocab, table)
+        self.plan = plan
+        self.vocab = vocab
+        self.known_tags_only = known_tags_only
+        factories = list(default_rules(known_tags_only) if rules is None else rules) + list(extra)
+        self.rules: list[Rule] = [make(self.ctx) for make in factories]
+        self.stop_condition = StopCondition(self.ctx)
+
+    def new_state(self) -> DecodeState:
+        return DecodeState(self.ctx)
+
+    def state(self, completion: str) -> DecodeState:
+        """The state after ``completion`` (built from scratch: for tools and tests)."""
+        return DecodeState.from_text(self.ctx, completion)
+
+    def apply(self, st: DecodeState, logits: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+        """Fill ``mask`` (a boolean buffer of vocabulary size) with the tokens forbidden now."""
+        mask.fill(False)
+        step = Step(st, logits, mask)
+        for rule in self.rules:
+            if rule.apply(step):
+                break
+        return mask
+
+    def mask(self, completion: str, logits: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask of the token ids forbidden after ``completion`` (for tools and tests)."""
+        return self.apply(self.state(completion), logits, np.zeros(self.vocab.size, dtype=bool))
+
+    def stop(self, completion: str) -> tuple[int, str] | None:
+        """Where to cut ``completion`` and why, when the requested fields are written; else None."""
+        return self.stop_condition(self.state(completion))
+
+    def drop_unfinished_tag(self, completion: str) -> str:
+        """Cut a tag the token budget interrupted ("long ha"): it is not a tag the model chose."""
+        st = self.state(completion)
         partial = st.partial
-        for before, ids in v.terminator_groups:
-            text = partial + before
-            if normalize(text) and (self._key(text) in seen or (self.bans and self.bans.matches(text))):
-                banned[ids] = True
-        if normalize(partial) and (self._key(partial) in seen or (self.bans and self.bans.matches(partial))):
-            banned[v.eos_id] = True
-        return banned
+        if not st.line_is_tags or not partial.strip() or len(partial) > len(completion):
+            return completion
+        cut = completion[: len(completion) - len(partial)].rstrip()
+        return cut[:-1] if cut.endswith(",") else cut
+
+
+# -- one sequence and the loop ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeResult:
+    completion: str
+    generated: int
+    reason: str
+
+
+class Sequence:
+    """One sequence being decoded: its rules, incremental state, sampler, context and budget.
+
+    A driver evaluates the model and hands each step's logits to :meth:`step`, which returns the
+    token to feed back, or None once the sequence is finished; :meth:`result` then gives the
+    completion. Nothing here calls the backend, so one driver may run many sequences per call.
+    """
+
+    def __init__(self, rules: DecodeRules, sampler: Sampler, prompt_ids: Seq[int], budget: int) -> None:
+        self.rules = rules
+        self.sampler = sampler
+        self.state = rules.new_state()
+        self.context = list(prompt_ids)
+        self.generated: list[int] = []
+        self.budget = budget
+        self.reason = "max_new_tokens"
+        self.done = False
+        self._cut: int | None = None
+        self._mask = np.zeros(rules.vocab.size, dtype=bool)
+        self._pieces = rules.vocab.pieces
+        if budget <= 0:
+            self.reason = "context full"
+            self.done = True
+
+    def step(self, logits: np.ndarray) -> int | None:
+        """Choose the next token from ``logits``; None when the sequence has finished."""
+        if self.done:
+            return None
+        st = self.state
+        stop = self.rules.stop_condition(st)
+        if stop is not None:
+            self._cut, self.reason = stop
+            self.done = True
+            return None
+        banned = self.rules.apply(st, logits, self._mask)
+        token = self.sampler.pick(logits, self.context, banned)
+        if token == self.rules.vocab.eos_id:
+            self.reason = "eos"
+            self.done = True
+            return None
+        self.generated.append(token)
+        self.context.append(token)
+        st.feed(self._pieces[token] if 0 <= token < len(self._pieces) else b"")
+        if len(self.generated) >= self.budget:
+            self.done = True
+            return None
+        return token
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop here; the result keeps what was written (an interrupted tag is dropped)."""
+        if not self.done:
+            self.done = True
+            self.reason = reason
+
+    def result(self) -> DecodeResult:
+        completion = self.state.completion
+        if self._cut is not None:
+            completion = completion[: self._cut]
+        stop = self.rules.stop(completion)
+        if stop is not None:
+            completion = completion[: stop[0]]
+        elif self.reason in ("max_new_tokens", "context full", "cancelled"):
+            completion = self.rules.drop_unfinished_tag(completion)
+        return DecodeResult(completion, len(self.generated), self.reason)
+
+
+def decode(backend, rules: DecodeRules, sampler: Sampler, prompt_ids: list[int], max_new_tokens: int,  # noqa: ANN001
+           *, should_stop: Callable[[], bool] | None = None,
+           on_start: Callable[[], None] | None = None) -> DecodeResult:
+    """Decode one sequence on ``backend``: evaluate the prompt, then one token per step until a
+    rule stops, EOS, the budget or ``should_stop()`` (checked between tokens) ends it.
+    ``on_start`` is called once the prompt is evaluated."""
+    budget = min(max_new_tokens, backend.n_ctx - len(prompt_ids))
+    seq = Sequence(rules, sampler, prompt_ids, budget)
+    logits = backend.start(prompt_ids)
+    if on_start is not None:
+        on_start()
+    while True:
+        token = seq.step(logits)
+        if token is None:
+            break
+        if should_stop is not None and should_stop():
+            seq.cancel()
+            break
+        logits = backend.step(token)
+    return seq.result()

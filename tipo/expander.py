@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .backends import Backend, open_backend, pick_backend
-from .decoding import DecodeRules
+from .decoding import DecodeRules, decode
 from .errors import ModelError, RequestError
 from .parse import parse_text
 from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
@@ -145,53 +145,10 @@ class Expander:
         from .sampling import Sampler
 
         rules = DecodeRules(p, backend.vocab, self.table, known_tags_only=self.known_tags_only)
-        sampler = Sampler(sampling)
-        eos = backend.vocab.eos_id
-        budget = min(sampling.max_new_tokens, backend.n_ctx - len(ids))
-        logits = backend.start(ids)
-        t_first = time.perf_counter()
-        context = list(ids)
-        generated: list[int] = []
-        completion = ""
-        # The completion's bytes grow one token at a time instead of re-joining every token each
-        # step; only for backends that keep the default (vocabulary) decode.
-        pieces = backend.vocab.pieces if type(backend).decode is Backend.decode else None
-        text = bytearray()
-        reason = "max_new_tokens"
-        while len(generated) < budget:
-            st = rules.state(completion)
-            stop = rules.stop(completion, st)
-            if stop is not None:
-                completion = completion[: stop[0]]
-                reason = stop[1]
-                break
-            banned = rules.mask(completion, st)
-            if rules.known_tags_only:
-                banned = rules.restrict_to_known(completion, logits, banned, st)
-            token = sampler.pick(logits, context, banned)
-            if token == eos:
-                reason = "eos"
-                break
-            generated.append(token)
-            context.append(token)
-            if pieces is not None:
-                if 0 <= token < len(pieces):
-                    text += pieces[token]
-                completion = text.decode("utf-8", "replace")
-            else:
-                completion = backend.decode(generated)
-            if len(generated) >= budget:
-                break
-            logits = backend.step(token)
-        else:
-            if budget <= 0:
-                reason = "context full"
-        stop = rules.stop(completion)
-        if stop is not None:
-            completion = completion[: stop[0]]
-        elif reason in ("max_new_tokens", "context full"):
-            completion = _drop_unfinished_tag(rules, completion)
-        return completion, len(generated), reason, t_first
+        started: list[float] = []
+        out = decode(backend, rules, Sampler(sampling), ids, sampling.max_new_tokens,
+                     on_start=lambda: started.append(time.perf_counter()))
+        return out.completion, out.generated, out.reason, started[0]
 
     def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
         """Keep the prompt within the context, leaving room to write.
@@ -255,15 +212,6 @@ class Expander:
             return p, backend.encode(p.prompt), trimmed
         raise ModelError(f"the request does not fit the model's context of {backend.n_ctx} tokens even after "
                          "trimming tags, caption and meta lines; shorten the input")
-
-
-def _drop_unfinished_tag(rules: DecodeRules, completion: str) -> str:
-    """Cut a tag the token budget interrupted ("long ha"): it is not a tag the model chose."""
-    st = rules.state(completion)
-    if not st.line_is_tags or not st.partial.strip() or len(st.partial) > len(completion):
-        return completion
-    cut = completion[: len(completion) - len(st.partial)].rstrip()
-    return cut[:-1] if cut.endswith(",") else cut
 
 
 def _largest(n: int, ok) -> int | None:  # noqa: ANN001

@@ -6,47 +6,17 @@ them (aliases included), capped by the length class, and filtered by the ban lis
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .bans import BanList
 from .parse import JSON_ORDER, Parsed
 from .planner import Field, Plan
-from .request import CaptionKind, Request
+from .request import CaptionKind
 from .syntax import ItemKind, render_item, render_tag
-from .tags import Category, TagTable, default_table, normalize
+from .tags import Category, TagTable, default_table
 from .template import Preset, render_template, resolve_template
 
-__all__ = ["BanList", "Expansion", "Provenance", "finish"]
-
-
-class BanList:
-    """Whole-tag bans after normalisation and alias resolution, plus full-match regexes.
-
-    Example:
-        >>> bans = BanList(["hat"], [])
-        >>> bans.matches("hat"), bans.matches("chat"), bans.matches("Hat")
-        (True, False, True)
-    """
-
-    def __init__(self, tags: Iterable[str], patterns: Iterable[str], table: TagTable | None = None) -> None:
-        self._table = table or default_table()
-        self.tags = tuple(t for t in tags if normalize(t))
-        self._keys = {self._table.canonical(t) for t in self.tags} | {normalize(t) for t in self.tags}
-        self.patterns = tuple(re.compile(p) for p in patterns)
-
-    @classmethod
-    def from_request(cls, request: Request, table: TagTable | None = None) -> BanList:
-        return cls(request.ban, request.ban_regex, table)
-
-    def __bool__(self) -> bool:
-        return bool(self._keys or self.patterns)
-
-    def matches(self, tag: str) -> bool:
-        norm = normalize(tag)
-        if norm in self._keys or self._table.canonical(norm) in self._keys:
-            return True
-        return any(p.fullmatch(norm) for p in self.patterns)
+__all__ = ["Expansion", "Provenance", "finish"]
 
 
 @dataclass(frozen=True)

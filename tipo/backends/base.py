@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decoding import TokenText
+from ..vocab import TokenText
 
 __all__ = ["Backend"]
 
@@ -16,7 +16,7 @@ class Backend(abc.ABC):
     """A loaded language model. Not thread-safe by itself: the Expander serialises calls.
 
     Implementations set ``name``, ``path``, ``n_ctx`` (the context the model was trained with)
-    and ``vocab`` (:class:`~tipo.decoding.TokenText`), and implement the methods below.
+    and ``vocab`` (:class:`~tipo.vocab.TokenText`), and implement the methods below.
     """
 
     name: str = ""

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decoding import TokenText, piece_bytes
 from ..errors import ModelError, require
 from ..tokens import ADDED_TOKENS, encode_spm
+from ..vocab import TokenText, piece_bytes
 from .base import Backend
 
 __all__ = ["TransformersBackend"]

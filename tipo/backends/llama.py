@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decoding import TokenText, piece_bytes
 from ..errors import ModelError, require
+from ..vocab import TokenText, piece_bytes
 from .base import Backend
 
 __all__ = ["LlamaCppBackend", "check_gguf"]

@@ -1,0 +1,82 @@
+"""A model's vocabulary as text: the bytes each token stands for and the token classes the
+decode rules need (built once per loaded model by the backend)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["TokenText", "piece_bytes"]
+
+
+def piece_bytes(piece: str, is_control: bool) -> bytes:
+    """The bytes a SentencePiece token stands for: ``▁`` is a space, ``<0x0A>`` is byte 10,
+    control and added tokens stand for nothing (they are decoded without special tokens)."""
+    if is_control:
+        return b""
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return bytes([int(piece[3:5], 16)])
+        except ValueError:
+            pass
+    return piece.replace("\u2581", " ").encode("utf-8")
+
+
+@dataclass
+class TokenText:
+    """The text of every token of a vocabulary, and the token classes the rules need.
+
+    Every array is built once here; the decode rules only combine them (no per-step work
+    proportional to the vocabulary in Python).
+    """
+
+    pieces: list[bytes]
+    eos_id: int
+    _forced: dict[str, np.ndarray | None] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        texts = [p.decode("utf-8", "ignore") for p in self.pieces]
+        self.texts = texts
+        n = len(texts)
+        self.has_newline = np.array(["\n" in t for t in texts], dtype=bool)
+        self.has_comma = np.array(["," in t for t in texts], dtype=bool)
+        self.empty = np.array([p == b"" for p in self.pieces], dtype=bool)
+        self.starts_space = np.array([t[:1] == " " and t.strip() != "" for t in texts], dtype=bool)
+        self.ends_tag = np.array([t.lstrip(" ")[:1] in (",", "\n") for t in texts], dtype=bool)
+        # Never useful in a prompt: control characters other than newline and tab (byte-fallback
+        # tokens of random or under-trained models produce them).
+        self.junk = np.array([any(b < 32 and b not in (9, 10) for b in p) or b"\x7f" in p for p in self.pieces],
+                             dtype=bool)
+        # Complements and unions the rules use, so a step only ORs ready arrays.
+        self.not_starts_space = ~self.starts_space
+        self.not_ends_tag = ~self.ends_tag
+        self.not_newline = ~self.has_newline
+        enders = self.has_comma | self.has_newline
+        if 0 <= self.eos_id < n:
+            enders[self.eos_id] = True
+        self.not_enders = ~enders  # tokens that do not end a tag (comma, newline, EOS)
+        # Tokens that end a tag: the text before the first comma / newline.
+        self.terminators = [
+            (i, t[: min(x for x in (t.find(","), t.find("\n")) if x >= 0)])
+            for i, t in enumerate(texts)
+            if ("," in t or "\n" in t)
+        ]
+        # The same terminators grouped by the text before their comma / newline (many share it:
+        # ",", ", ", ",\n" all have ""), so a check runs once per distinct text.
+        groups: dict[str, list[int]] = {}
+        for i, before in self.terminators:
+            groups.setdefault(before, []).append(i)
+        self.terminator_groups = [(before, np.array(ids, dtype=np.intp)) for before, ids in groups.items()]
+        self.size = n
+
+    def forced(self, want: str) -> np.ndarray | None:
+        """Mask of the tokens that may not come when the text ``want`` must be written next
+        (allowed: non-empty tokens that start it); None when no token starts it. Cached."""
+        if want not in self._forced:
+            allowed = np.array([bool(t) and want.startswith(t) for t in self.texts], dtype=bool)
+            self._forced[want] = ~allowed if allowed.any() else None
+        return self._forced[want]
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(self.pieces[i] for i in ids if 0 <= i < self.size).decode("utf-8", "replace")
