@@ -191,20 +191,6 @@ def test_cli_model_errors_are_one_line(tmp_path):
     assert run.returncode != 0 and run.stderr.count("\n") == 1 and "does not exist" in run.stderr
 
 
-def test_batch_resumes_without_redoing_or_losing_records(tiny_model, tmp_path):
-    src = tmp_path / "in.txt"
-    src.write_text("1girl, forest\n1boy, city\n\nscenery, sky\n")
-    out = tmp_path / "out.jsonl"
-    base = ("expand", "--batch", str(src), "--out", str(out), "--model", str(tiny_model.gguf_f32),
-            "--max-new-tokens", "15", "--seed", "3")
-    assert run_cli(*base).returncode == 0
-    full = out.read_text().splitlines()
-    assert [json.loads(x)["index"] for x in full] == [0, 1, 2]
-    out.write_text(full[0] + "\n" + full[1][:40])  # interrupted mid-record
-    assert run_cli(*base).returncode == 0
-    assert out.read_text().splitlines() == full
-
-
 def test_builtin_model_ships_and_expands_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TIPO_MODELS", str(tmp_path))

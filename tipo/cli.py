@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     ex.add_argument("--timings", action="store_true", help="with --json: include the timings (they differ run to run)")
     ex.add_argument("--batch", metavar="FILE", help="a .txt (one tag prompt per line) or .jsonl file of requests")
-    ex.add_argument("--out", metavar="FILE", help="with --batch: the JSONL file to write (resumes if it exists)")
+    ex.add_argument("--out", metavar="FILE",
+                    help="with --batch: the JSONL file to write (resumes a run of the same batch; - for stdout)")
+    ex.add_argument("--skip-bad", action="store_true",
+                    help="with --batch: write an error record for a line that cannot be read instead of refusing")
+    ex.add_argument("--batch-size", type=int, default=1, metavar="N",
+                    help="with --batch: requests decoded together (default: 1)")
     ex.set_defaults(func=_cmd_expand)
 
     pa = sub.add_parser("parse", help="parse a model text (prompt plus completion) from stdin into JSON fields")
@@ -139,9 +144,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     from .template import resolve_template
 
     if args.batch:
-        from .batch import run_batch
-
-        return run_batch(args)
+        return _cmd_batch(args)
     if args.out:
         raise RequestError("--out is only for --batch; without --batch the result goes to stdout")
     request, sampling = options_from_args(args)
@@ -166,6 +169,73 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         if result.provenance is not None and sys.stderr.isatty():
             print(f"(seed {result.provenance.seed})", file=sys.stderr)
     return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """``tipo expand --batch FILE --out FILE``: every check before the model loads, then tipo.batch."""
+    from dataclasses import fields
+
+    from . import batch
+    from .backends import pick_backend
+    from .expander import Expander, known_tags_rule
+    from .registry import resolve
+    from .request import Request
+
+    if not args.out:
+        raise RequestError("--batch needs --out FILE.jsonl for the results (or --out - for stdout)")
+    if args.dry_run:
+        raise RequestError("--dry-run is for single prompts; drop it for --batch")
+    if args.tags:
+        raise RequestError("give the prompts in the --batch file, not as an argument")
+    if args.batch_size < 1:
+        raise RequestError(f"--batch-size {args.batch_size} is not valid; give a whole number >= 1")
+    template_req, sampling = options_from_args(args)
+    defaults = {f.name: getattr(template_req, f.name) for f in fields(Request) if f.name != "tags"}
+    if not args.caption:
+        defaults.pop("caption", None)
+    requests = batch.read_batch_file(args.batch, defaults, skip_bad=args.skip_bad)
+    batch.check_output_path(args.out, args.batch)
+    model = resolve(args.model or None, args.backend)
+    backend = pick_backend(model.path, args.backend)
+    identity = batch.model_identity(model, backend, known_tags_rule(model, args.known_tags_only))
+    extra = {"request_defaults": defaults}
+    settings = batch.batch_settings(identity, sampling, _template(args), _task(args), args.timings, extra)
+    with batch.BatchOutput.open(args.out, requests, settings, args.seed, input_path=args.batch) as out:
+        total = len(requests.items)
+        if len(out.done) == total:
+            print(f"tipo: {args.out} already holds all {total} records", file=sys.stderr)
+            return 0
+        bar = _progress(total, len(out.done)) if out.path is not None else None
+        with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
+                      known_tags_only=args.known_tags_only) as expander:
+            done = batch.run_batch(requests, expander, sampling, out=out, template=_template(args),
+                                   task=_task(args), timings=args.timings, settings=extra,
+                                   batch_size=args.batch_size, on_record=(lambda _: bar.update(1)) if bar else None)
+        if bar is not None:
+            bar.close()
+    if done.errors:
+        print(f"tipo: {done.errors} record(s) hold an error instead of a result (see their 'error')", file=sys.stderr)
+    return 0
+
+
+class _Counter:
+    def __init__(self, total: int, initial: int) -> None:
+        self.total, self.n = total, initial
+
+    def update(self, k: int) -> None:
+        self.n += k
+        print(f"\rtipo: {self.n}/{self.total}", end="", file=sys.stderr)
+
+    def close(self) -> None:
+        print(file=sys.stderr)
+
+
+def _progress(total: int, initial: int):  # noqa: ANN202
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Counter(total, initial)
+    return tqdm(total=total, initial=initial, unit="prompt", desc="tipo", file=sys.stderr)
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:

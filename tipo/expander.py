@@ -33,6 +33,11 @@ __all__ = ["Expander", "expand", "fresh_seed"]
 SEED_RANGE = 2**32
 
 
+def known_tags_rule(model: ResolvedModel, known_tags_only: bool | None) -> bool:
+    """Whether tag lines keep to the tag table: as asked, else on for the built-in model only."""
+    return (model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
+
+
 def fresh_seed() -> int:
     """A new random seed from the OS (no global random state is touched)."""
     return secrets.randbelow(SEED_RANGE)
@@ -58,7 +63,7 @@ class Expander:
                  n_threads: int | None = None, n_ctx: int | None = None, table: TagTable | None = None,
                  known_tags_only: bool | None = None, **options: object) -> None:
         self.model: ResolvedModel = resolve(model, backend)
-        self.known_tags_only = (self.model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
+        self.known_tags_only = known_tags_rule(self.model, known_tags_only)
         self.backend_name = pick_backend(self.model.path, backend)
         license_notice(self.model)
         self.table = table or default_table()
