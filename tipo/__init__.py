@@ -38,6 +38,7 @@ _EXPORTS = {
     "categorize": "tipo.tags",
     "Category": "tipo.tags",
     "TipoError": "tipo.errors",
+    "Cancelled": "tipo.errors",
     "RequestError": "tipo.errors",
     "ModelError": "tipo.errors",
     "MissingDependencyError": "tipo.errors",
@@ -50,7 +51,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
+    from .errors import Cancelled, MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
     from .expander import Expander, expand  # noqa: F401
     from .options import OPTIONS  # noqa: F401
     from .parse import Parsed, parse_text  # noqa: F401

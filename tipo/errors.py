@@ -31,6 +31,10 @@ class GenerationError(TipoError):
     """The language model failed while generating."""
 
 
+class Cancelled(TipoError):
+    """An expansion was stopped through its ``cancel`` hook (the result is discarded)."""
+
+
 def require(module: str, extra: str, purpose: str):  # noqa: ANN201 - returns a module
     """Import an optional dependency or raise MissingDependencyError naming the extra.
 

@@ -14,12 +14,13 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from .backends import Backend, open_backend, pick_backend
 from .decoding import DecodeRules, decode
-from .errors import ModelError, RequestError
+from .errors import Cancelled, ModelError, RequestError
 from .parse import parse_text
 from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
 from .registry import BUILTIN, ResolvedModel, license_notice, resolve
@@ -29,6 +30,11 @@ from .tags import Category, TagTable, default_table
 from .template import Preset, resolve_template
 
 __all__ = ["Expander", "expand", "fresh_seed"]
+
+#: What ``cancel`` accepts: a ``threading.Event`` or a function returning True to stop.
+CancelHook = threading.Event | Callable[[], bool]
+#: ``progress(tokens_written, at_most)``, called after each token; an exception it raises stops the expansion.
+ProgressHook = Callable[[int, int], None]
 
 SEED_RANGE = 2**32
 
@@ -105,7 +111,8 @@ class Expander:
 
     # -- expansion -------------------------------------------------------------------------
     def expand(self, request: Request | str, sampling: Sampling | None = None, *,
-               template: str | Preset | None = None, task: Task | str | None = None) -> Expansion:
+               template: str | Preset | None = None, task: Task | str | None = None,
+               cancel: CancelHook | None = None, progress: ProgressHook | None = None) -> Expansion:
         """Expand one request in one model pass.
 
         Args:
@@ -113,6 +120,10 @@ class Expander:
             sampling: settings and seed; None uses the defaults with a fresh seed.
             template: a template text, a :class:`Preset` or its name; None follows ``output``.
             task: force a trained task instead of the automatic plan.
+            cancel: checked between tokens; when set (or returning True) the expansion stops with
+                :class:`~tipo.errors.Cancelled` and the model is free for the next request.
+            progress: called after each token with (tokens written, at most); whatever it raises
+                (a host's own interrupt exception, say) stops the expansion and propagates.
 
         Returns:
             An :class:`Expansion`; ``result.seed`` repeats the run.
@@ -132,7 +143,8 @@ class Expander:
             backend = self.backend
             planned, ids, trimmed = self._fit(backend, planned, sampling.max_new_tokens)
             t_tok = time.perf_counter()
-            completion, n_gen, reason, t_first = self._generate(backend, planned, ids, sampling)
+            completion, n_gen, reason, t_first = self._generate(backend, planned, ids, sampling,
+                                                                _watch(cancel, progress))
             t_gen = time.perf_counter()
         parsed = parse_text(planned.prompt + completion, self.table)
         prov = Provenance(
@@ -146,13 +158,28 @@ class Expander:
         return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table,
                       known_only=self.known_tags_only)
 
-    def _generate(self, backend: Backend, p: Plan, ids: list[int], sampling: Sampling) -> tuple[str, int, str, float]:
+    def _generate(self, backend: Backend, p: Plan, ids: list[int], sampling: Sampling,
+                  watch: ProgressHook | None = None) -> tuple[str, int, str, float]:
         from .sampling import Sampler
 
         rules = DecodeRules(p, backend.vocab, self.table, known_tags_only=self.known_tags_only)
         started: list[float] = []
-        out = decode(backend, rules, Sampler(sampling), ids, sampling.max_new_tokens,
-                     on_start=lambda: started.append(time.perf_counter()))
+        budget = min(sampling.max_new_tokens, backend.n_ctx - len(ids))
+        written = [0]
+
+        def on_start() -> None:
+            started.append(time.perf_counter())
+            if watch is not None:
+                watch(0, budget)
+
+        def between_tokens() -> bool:  # called once per token written; the hooks raise to stop
+            written[0] += 1
+            if watch is not None:
+                watch(written[0], budget)
+            return False
+
+        out = decode(backend, rules, Sampler(sampling), ids, sampling.max_new_tokens, on_start=on_start,
+                     should_stop=between_tokens if watch is not None else None)
         return out.completion, out.generated, out.reason, started[0]
 
     def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
@@ -217,6 +244,21 @@ class Expander:
             return p, backend.encode(p.prompt), trimmed
         raise ModelError(f"the request does not fit the model's context of {backend.n_ctx} tokens even after "
                          "trimming tags, caption and meta lines; shorten the input")
+
+
+def _watch(cancel: CancelHook | None, progress: ProgressHook | None) -> ProgressHook | None:
+    """One per-token callback from the two hooks (None when neither is given: no cost per token)."""
+    if cancel is None and progress is None:
+        return None
+    stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+
+    def watch(n: int, total: int) -> None:
+        if stop is not None and stop():
+            raise Cancelled(f"expansion cancelled after {n} of at most {total} tokens; nothing was returned")
+        if progress is not None:
+            progress(n, total)
+
+    return watch
 
 
 def _largest(n: int, ok) -> int | None:  # noqa: ANN001

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .errors import ModelError
 
-__all__ = ["BUILTIN", "REGISTRY", "ModelInfo", "ResolvedModel", "list_models", "local_models", "models_dir", "resolve"]
+__all__ = ["BUILTIN", "REGISTRY", "ModelInfo", "ResolvedModel", "list_models", "local_models", "models_dir",
+           "offline_reason", "resolve"]
 
 KOHAKU = "kohaku-license-1.0"
 
@@ -105,19 +106,51 @@ def _download(repo: str, filename: str | None, where_hint: Path) -> Path:
             f"{repo}/{filename or ''} is not on this machine and huggingface_hub is not installed to fetch it: "
             f"pip install 'tipo-prompt[llama]', or download it yourself and put it at {where_hint}"
         ) from None
+    what = f"https://huggingface.co/{repo}" + (f"/blob/main/{filename}" if filename else "")
+    fix = f"fetch {what} elsewhere and put it at {where_hint}"
+    try:
+        return Path(hub.snapshot_download(repo_id=repo, local_files_only=True) if filename is None
+                    else hub.hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
+    except Exception:
+        pass  # not in the Hub cache: download below, if there is a network
+    reason = offline_reason()
+    if reason:
+        raise ModelError(f"{filename or repo} is not on this machine and {reason}; {fix}")
     try:
         if filename is None:
             return Path(hub.snapshot_download(repo_id=repo))
-        try:
-            return Path(hub.hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
-        except Exception:
-            return Path(hub.hf_hub_download(repo_id=repo, filename=filename))
+        return Path(hub.hf_hub_download(repo_id=repo, filename=filename))
     except Exception as exc:
-        what = f"https://huggingface.co/{repo}" + (f"/blob/main/{filename}" if filename else "")
-        raise ModelError(
-            f"could not download {filename or repo} from {repo} ({type(exc).__name__}); offline? "
-            f"Fetch {what} elsewhere and put it at {where_hint}"
-        ) from None
+        raise ModelError(f"could not download {filename or repo} from {repo} ({type(exc).__name__}); {fix}") from None
+
+
+def offline_reason(timeout: float = 3.0) -> str:
+    """Why a download cannot work now ('' when it may): ``HF_HUB_OFFLINE`` is set, or the Hub's
+    host cannot be reached within ``timeout`` seconds. A quick check instead of the Hub client's
+    retries (which take about 24 s and print a line each when there is no network)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set (unset it to download)"
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return ""  # through a proxy: let the Hub client try
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    outcome: list[str] = []
+
+    def probe() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append("")
+        except OSError as exc:
+            outcome.append(f"{host} cannot be reached ({type(exc).__name__}: no network?)")
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:g} s (no network?)"
 
 
 def resolve(spec: str | os.PathLike[str] | None, backend: str = "auto") -> ResolvedModel:

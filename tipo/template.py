@@ -68,9 +68,28 @@ def resolve_template(template: str | Preset | None) -> str:
         return Preset.BOTH.text
     if isinstance(template, Preset):
         return template.text
-    if template in {p.value for p in Preset}:
-        return Preset(template).text
+    if isinstance(template, str) and template.strip() in {p.value for p in Preset}:
+        return Preset(template.strip()).text
+    _check_not_a_mistyped_preset(template)
     return validate_template(template)
+
+
+def _check_not_a_mistyped_preset(template: object) -> None:
+    """A one-word template without placeholders that resembles a preset name (``tag``, ``Both``,
+    ``caption-first``) is a typo, not a template whose whole output is that word."""
+    if not isinstance(template, str) or _PLACEHOLDER.search(template):
+        return
+    word = template.strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z_ -]{0,30}", word) or len(word.split()) > 2:
+        return
+    import difflib
+
+    presets = [p.value for p in Preset]
+    close = difflib.get_close_matches(word.lower().replace("-", "_").replace(" ", "_"), presets, n=1, cutoff=0.6)
+    if close:
+        raise RequestError(f"template {word!r} is not a preset and has no <|placeholder|>; did you mean "
+                           f"{close[0]!r}? Presets: {', '.join(presets)} (or write a template such as "
+                           "'<|general|>, <|extended|>')")
 
 
 def _clean_line(rendered: str, template_line: str) -> str:
