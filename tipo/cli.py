@@ -97,10 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--json", action="store_true", help="print JSON")
     mo.set_defaults(func=_cmd_models)
 
+    ui = sub.add_parser("ui", help="serve the web UI on 127.0.0.1 (needs the ui extra)",
+                        description="Serve a Gradio page for expanding prompts (and making images with --pipeline) "
+                                    "on 127.0.0.1; its HTTP API is at /gradio_api/.")
+    _add_model_flags(ui)
+    ui.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: 7860)")
+    ui.add_argument("--pipeline", metavar="PATH_OR_ID", help="a diffusers pipeline: also render images (image extra)")
+    ui.set_defaults(func=_cmd_ui)
+
     from .image.cli import add_generate_command
 
     add_generate_command(sub)
     return parser
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The model group alone (the UI's default model; the page renders the other options)."""
+    _add_option_flags(p, ("model",))
 
 
 def _version() -> str:
@@ -236,6 +249,21 @@ def _progress(total: int, initial: int):  # noqa: ANN202
     except ImportError:
         return _Counter(total, initial)
     return tqdm(total=total, initial=initial, unit="prompt", desc="tipo", file=sys.stderr)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from .errors import require
+
+    require("gradio", "ui", "The web UI")
+    if not 0 < args.port < 65536:
+        raise RequestError(f"--port {args.port} is not valid; give a port between 1 and 65535")
+    from .ui import HOST, WebApp, serve
+
+    app = WebApp(args.model or None, args.backend, pipeline=args.pipeline, n_threads=args.threads,
+                 known_tags_only=args.known_tags_only)
+    print(f"tipo: serving the web UI on http://{HOST}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
+    serve(app, port=args.port)
+    return 0
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
