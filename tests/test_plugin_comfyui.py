@@ -289,3 +289,75 @@ def test_format_node_renders_a_result_with_another_template(comfy):
     assert tags_only[0] == out[4] and tags_only[4:6] == out[4:6]
     with pytest.raises(RequestError, match="'result' output of a TIPO node"):
         fmt.execute("1girl, forest", "")
+
+
+def test_format_reproduces_tipo_outputs_when_the_builtin_model_dropped_tags(comfy):
+    """The built-in model drops tags outside its table (known-tags-only); Format must too."""
+    out = run(comfy, "TIPO", tags="1girl, forest", model="tipo-builtin", seed=7, max_new_tokens=512,
+              temperature=0.5)
+    assert json.loads(out[-1])["dropped"], "this seed no longer drops a tag: pick another to keep the test meaningful"
+    again = comfy.NODE_CLASS_MAPPINGS["TIPOFormat"]().execute(out[-1], "")
+    assert again[:6] == out[:6]
+
+
+def test_a_replaced_model_file_reruns_and_reloads(comfy, spy, tiny_model):
+    path = Path(sys.modules["folder_paths"].models_dir) / "tipo" / "tiny.gguf"
+    node = comfy.NODE_CLASS_MAPPINGS["TIPO"]
+    a = inputs_for(comfy, "TIPO", tags="1girl", seed=1)
+    before = node.IS_CHANGED(**a)
+    run(comfy, "TIPO", **a)
+    shutil.copy(tiny_model.gguf_f16, path.with_name("new.gguf"))
+    os.replace(path.with_name("new.gguf"), path)
+    assert node.IS_CHANGED(**a) != before  # ComfyUI runs the node again...
+    run(comfy, "TIPO", **a)
+    assert len(spy.built) == 2 and comfy.HOST.cache.loads == 2  # ...and the new file is loaded
+
+
+def test_comfy_interrupt_stops_the_expansion_between_tokens(comfy):
+    mm = sys.modules["comfy.model_management"]
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    seen = []
+
+    def throw_exception_if_processing_interrupted():
+        seen.append(1)
+        if len(seen) > 3:  # the user pressed Cancel while the fourth token was written
+            raise InterruptProcessingException()
+
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    with pytest.raises(InterruptProcessingException):
+        run(comfy, "TIPO", tags="1girl", seed=1, max_new_tokens=64)
+    assert len(seen) == 4
+    del mm.throw_exception_if_processing_interrupted
+    run(comfy, "TIPO", tags="1girl", seed=1)  # the model is free for the next run
+
+
+CORE_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage",
+              "PreviewAny"}
+
+
+def test_example_workflows_use_core_nodes_and_ours_with_valid_widgets(comfy):
+    ui = json.loads((PACK / "examples" / "tipo_txt2img.json").read_text())
+    types_used = {n["type"] for n in ui["nodes"]}
+    assert types_used <= CORE_NODES | set(comfy.NODE_CLASS_MAPPINGS) and "TIPO" in types_used
+    by_id = {n["id"]: n for n in ui["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        assert link_id in by_id[src]["outputs"][src_slot]["links"]
+        assert by_id[dst]["inputs"][dst_slot]["link"] == link_id
+        assert by_id[dst]["inputs"][dst_slot]["type"] in (kind, "*")
+    (tipo_node,) = [n for n in ui["nodes"] if n["type"] == "TIPO"]
+    spec = comfy.NODE_CLASS_MAPPINGS["TIPO"].INPUT_TYPES()["required"]
+    values = list(tipo_node["widgets_values"])
+    del values[list(spec).index("seed") + 1]  # the seed widget's "control after generate" value
+    assert len(values) == len(spec)
+    for (name, (kind, _)), value in zip(spec.items(), values, strict=True):
+        if isinstance(kind, list) and name != "model":
+            assert value in kind, name
+    assert [o["name"] for o in tipo_node["outputs"]] == list(comfy.NODE_CLASS_MAPPINGS["TIPO"].RETURN_NAMES)
+    api = json.loads((PACK / "examples" / "tipo_prompt_api.json").read_text())
+    assert api["1"]["class_type"] == "TIPO" and api["2"] == {**api["2"], "class_type": "PreviewAny"}
+    assert set(api["1"]["inputs"]) == set(spec)
+    out = comfy.NODE_CLASS_MAPPINGS["TIPO"]().execute(**{**api["1"]["inputs"], "max_new_tokens": 8})
+    assert out[0].startswith("1girl, forest")

@@ -335,6 +335,7 @@ def fake_launch(installed: bool) -> types.ModuleType:
 
 
 def test_install_py_runs_pip_only_when_launched_and_tipo_is_missing(monkeypatch):
+    monkeypatch.delenv("TIPO_SOURCE", raising=False)
     launch = fake_launch(installed=False)
     monkeypatch.setitem(sys.modules, "launch", launch)
     spec = importlib.util.spec_from_file_location("tipo_install_under_test", EXT / "install.py")
@@ -343,7 +344,32 @@ def test_install_py_runs_pip_only_when_launched_and_tipo_is_missing(monkeypatch)
     assert launch.calls == []  # importing does nothing
     assert module.install(fake_launch(installed=True)) is False
     runpy.run_path(str(EXT / "install.py"), run_name="__main__")  # how the WebUI runs it
-    assert launch.calls == [("is_installed", "tipo-prompt"), ("run_pip", "install tipo-prompt[llama]")]
+    # Inside a tipo checkout, the library comes from that checkout (it is not on the index yet).
+    root = EXT.parents[1]
+    assert launch.calls == [("is_installed", "tipo-prompt"), ("run_pip", f'install "{root}[llama]"')]
+
+
+def test_install_py_of_an_extension_copied_alone_installs_from_the_index(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIPO_SOURCE", raising=False)
+    copied = tmp_path / "extensions" / "tipo"
+    shutil.copytree(EXT, copied)
+    launch = fake_launch(installed=False)
+    monkeypatch.setitem(sys.modules, "launch", launch)
+    runpy.run_path(str(copied / "install.py"), run_name="__main__")
+    assert launch.calls[-1] == ("run_pip", 'install "tipo-prompt[llama]"')
+    monkeypatch.setenv("TIPO_SOURCE", "git+https://example.invalid/tipo.git")
+    runpy.run_path(str(copied / "install.py"), run_name="__main__")
+    assert launch.calls[-1] == ("run_pip", 'install "git+https://example.invalid/tipo.git"')
+
+
+def test_install_py_through_a_symlink_finds_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv("TIPO_SOURCE", raising=False)
+    (tmp_path / "extensions").mkdir()
+    (tmp_path / "extensions" / "tipo").symlink_to(EXT, target_is_directory=True)
+    launch = fake_launch(installed=False)
+    monkeypatch.setitem(sys.modules, "launch", launch)
+    runpy.run_path(str(tmp_path / "extensions" / "tipo" / "install.py"), run_name="__main__")
+    assert launch.calls[-1] == ("run_pip", f'install "{EXT.parents[1]}[llama]"')
 
 
 def test_metadata_orders_the_script_after_dynamic_prompts():
@@ -353,3 +379,112 @@ def test_metadata_orders_the_script_after_dynamic_prompts():
     after = re.split(r"[,\s]+", config.get("scripts", "After").lower())
     assert "sd-dynamic-prompts" in after
     assert not config.has_option("scripts", "Requires") and not config.has_option("Extension", "Requires")
+
+
+def test_errors_reach_the_generation_info_and_leave_the_prompt_unexpanded(ext):
+    p = make_p(["1girl, forest"], [5])
+    ext.TipoScript().process(p, *args(ext, template="tag"))
+    assert p.all_prompts == ["1girl, forest"]
+    error = p.extra_generation_params["TIPO error"]
+    assert "did you mean 'tags'" in error and "left unexpanded" in error
+    p = make_p(["1girl"], [5])
+    p.comments = {}
+    p.comment = lambda text: p.comments.__setitem__(text, 1)  # the WebUI's Processing.comment
+    ext.TipoScript().process(p, *args(ext, ban_regex="("))
+    assert any("TIPO error" in c and "left unexpanded" in c for c in p.comments)
+
+
+def test_api_floats_become_ints_in_the_infotext(ext):
+    p = make_p(["1girl"], [5])
+    settings = args(ext, top_k=80.0, max_new_tokens=4.0, seed=-1.0, temperature=1)
+    ext.TipoScript().process(p, *settings)
+    written = json.loads(p.extra_generation_params["TIPO Parameters"].translate(ext.QUOTESWAP))
+    assert written["top_k"] == 80 and isinstance(written["top_k"], int)
+    assert isinstance(written["max_new_tokens"], int) and isinstance(written["seed"], int)
+    assert isinstance(written["temperature"], float)
+    assert "80.0" not in p.extra_generation_params["TIPO Parameters"]
+
+
+# -- styles on paste (A1111 >= 1.8: infotext_utils.parse_generation_parameters infers them) -----------
+class StyleDatabase:
+    """The WebUI's style rules (modules/styles.py): a style's text is appended to the prompt (or wraps
+    it at ``{prompt}``); pasting finds a style when the prompt and the negative prompt end with its text."""
+
+    def __init__(self, styles):
+        self.styles = styles  # name -> (prompt text, negative text)
+
+    @staticmethod
+    def _apply(text, prompt):
+        if "{prompt}" in text:
+            return text.replace("{prompt}", prompt)
+        return ", ".join(x for x in (prompt, text) if x)
+
+    @staticmethod
+    def _strip(text, prompt):
+        prompt, text = prompt.strip(), text.strip()
+        if "{prompt}" in text:
+            left, _, right = text.partition("{prompt}")
+            ok = prompt.startswith(left) and prompt.endswith(right)
+            return ok, prompt[len(left): len(prompt) - len(right)] if ok else prompt
+        if not prompt.endswith(text):
+            return False, prompt
+        rest = prompt[: len(prompt) - len(text)]
+        return True, rest[:-2] if rest.endswith(", ") else rest
+
+    def apply_styles_to_prompt(self, prompt, names):
+        for name in names:
+            prompt = self._apply(self.styles[name][0], prompt)
+        return prompt
+
+    def extract_styles_from_prompt(self, prompt, negative):
+        found, left = [], dict(self.styles)
+        while True:
+            for name, (pos, neg) in left.items():
+                ok_p, new_p = self._strip(pos, prompt)
+                ok_n, new_n = self._strip(neg, negative)
+                if ok_p and ok_n:
+                    found.append(name)
+                    prompt, negative = new_p, new_n
+                    del left[name]
+                    break
+            else:
+                return list(reversed(found)), prompt, negative
+
+
+def webui_parse(text):
+    """parse_generation_parameters: prompt, negative prompt, key: value pairs, then the styles."""
+    *lines, last = text.strip().split("\n")
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative, line = True, line[len("Negative prompt:"):].strip()
+        (negative if in_negative else prompt).append(line)
+    res = {k: unquote(v) for k, v in RE_PARAM.findall(last)}
+    found, p_text, n_text = sys.modules["modules.shared"].prompt_styles.extract_styles_from_prompt(
+        "\n".join(prompt), "\n".join(negative))
+    if found:
+        res["Styles array"] = found
+    res["Prompt"], res["Negative prompt"] = p_text, n_text
+    return res
+
+
+def test_styles_survive_paste(ext, monkeypatch):
+    shared = sys.modules["modules.shared"]
+    monkeypatch.setattr(shared, "prompt_styles", StyleDatabase({"nice": ("masterpiece, best quality", "bad hands")}),
+                        raising=False)
+    infotext_utils = types.ModuleType("modules.infotext_utils")
+    infotext_utils.parse_generation_parameters = webui_parse
+    monkeypatch.setitem(sys.modules, "modules.infotext_utils", infotext_utils)
+    monkeypatch.setattr(sys.modules["modules"], "infotext_utils", infotext_utils, raising=False)
+    p = make_p([shared.prompt_styles.apply_styles_to_prompt("1girl, forest", ["nice"])], [5])
+    p.prompt, p.styles = "1girl, forest", ["nice"]
+    p.all_negative_prompts = ["lowres, bad hands"]
+    ext.TipoScript().process(p, *args(ext))
+    assert not p.all_prompts[0].endswith("best quality")  # the expansion moved the style's text
+    text = infotext(p)
+    params = webui_parse(text)
+    assert "Styles array" not in params  # what the WebUI alone finds in the expanded prompt
+    for callback in sys.modules["modules.script_callbacks"].pasted:
+        callback(text, params)
+    assert params["Styles array"] == ["nice"]
+    assert params["Prompt"] == "1girl, forest" and params["Negative prompt"] == "lowres"

@@ -78,6 +78,26 @@ class Host:
             raise RuntimeError("device 'gpu' needs comfy.model_management to name ComfyUI's device")
         return str(self.model_management.get_torch_device())
 
+    def progress_hook(self) -> Callable[[int, int], None] | None:
+        """The per-token hook of an expansion: ComfyUI's interrupt (``POST /interrupt``, the Cancel
+        button) stops it between tokens, and the node's progress bar follows the tokens."""
+        mm = self.model_management
+        if mm is None:
+            return None
+        interrupted = getattr(mm, "throw_exception_if_processing_interrupted", None)
+        bar: Any = None
+
+        def hook(n: int, total: int) -> None:
+            nonlocal bar
+            if interrupted is not None:
+                interrupted()  # raises ComfyUI's own exception: the queue shows "interrupted"
+            if bar is None:
+                bar = _progress_bar(total)
+            if bar:
+                bar.update_absolute(n, total)
+
+        return hook
+
     def resolve(self, choice: str) -> str:
         return resolve_choice(self.folder_paths, choice)
 
@@ -86,6 +106,16 @@ class Host:
         model = self.resolve(choice)
         torch_device = self.gpu_device() if device == "gpu" and (model, backend, device) not in self.cache.keys() else ""
         return self.cache.get(model, backend, device, torch_device=torch_device or "cuda")
+
+
+def _progress_bar(total: int) -> Any:
+    """ComfyUI's progress bar for the running node (False where this host has none)."""
+    try:
+        import comfy.utils
+
+        return comfy.utils.ProgressBar(total)
+    except Exception:  # noqa: BLE001 - stubbed or old hosts: no bar, the expansion goes on
+        return False
 
 
 _HOOK_MARK = "__tipo_cache__"

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from tipo.options import OPTIONS, from_values
+from tipo.pool import file_identity
 
 from .models import Host, model_choices
 from .outputs import OUTPUT_NAMES, OUTPUT_TOOLTIPS, expansion_from_result, node_outputs
@@ -26,12 +27,13 @@ _NOT_REQUEST = ("model", "backend", "task", "template")  # options handled here,
 
 
 def _fingerprint(host: Host, inputs: dict[str, Any]) -> str:
-    """A stable hash of the inputs (and of the model file's mtime, so a replaced file re-runs)."""
+    """A stable hash of the inputs (and of the model file's identity, so a replaced file re-runs;
+    the pool then loads the new file, see :class:`tipo.pool.ExpanderPool`)."""
     payload = dict(inputs)
     if "model" in inputs:
         path = host.resolve(str(inputs["model"]))
         if os.path.exists(path):
-            payload["model_mtime"] = os.path.getmtime(path)
+            payload["model_file"] = file_identity(path)
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -67,8 +69,9 @@ def node_classes(host: Host) -> dict[str, type]:
             template = str(inputs.get("template") or "") or None
             expander = host.expander(str(inputs["model"]), str(inputs.get("backend", "auto")),
                                      str(inputs.get("device", "cpu")))
-            result = expander.expand(request, sampling, template=template, task=None if task == "auto" else task)
-            return node_outputs(result, template, task, sampling)
+            result = expander.expand(request, sampling, template=template, task=None if task == "auto" else task,
+                                     progress=host.progress_hook())
+            return node_outputs(result, template, task, sampling, expander.known_tags_only)
 
     class TIPO(_Expand):
         """Expand tags and/or a caption in one model pass (the task is picked automatically)."""
@@ -105,8 +108,8 @@ def node_classes(host: Host) -> dict[str, type]:
             }}
 
         def execute(self, result: str, template: str = "") -> tuple[str, ...]:
-            expansion, sampling, task = expansion_from_result(result, template or None)
-            return node_outputs(expansion, template or None, task, sampling)
+            expansion, sampling, task, known_only = expansion_from_result(result, template or None)
+            return node_outputs(expansion, template or None, task, sampling, known_only)
 
     return {"TIPO": TIPO, "TIPOOperation": TIPOOperation, "TIPOFormat": TIPOFormat}
 

@@ -45,7 +45,8 @@ def _paragraphs(*parts: str) -> str:
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
 
 
-def node_outputs(result: Expansion, template: str | None, task: str, sampling: Sampling) -> tuple[str, ...]:
+def node_outputs(result: Expansion, template: str | None, task: str, sampling: Sampling,
+                 known_only: bool = False) -> tuple[str, ...]:
     """The seven output strings (see the module docstring) for one expansion."""
     request = result.plan.request
     user_prompt = finish(result.plan, Parsed(), template=template).prompt
@@ -56,20 +57,22 @@ def node_outputs(result: Expansion, template: str | None, task: str, sampling: S
         _paragraphs(request.tags, request.caption),
         result.tags_text,
         result.caption_text,
-        serialize(result, template, task, sampling),
+        serialize(result, template, task, sampling, known_only),
     )
 
 
-def serialize(result: Expansion, template: str | None, task: str, sampling: Sampling) -> str:
-    """The ``result`` output: ``Expansion.to_dict`` plus what re-planning needs (request, task)."""
+def serialize(result: Expansion, template: str | None, task: str, sampling: Sampling, known_only: bool = False) -> str:
+    """The ``result`` output: ``Expansion.to_dict`` plus what re-rendering needs (the request, the
+    forced task, and the known-tags setting the expansion was finished with)."""
     data = result.to_dict(timings=False)
     seed = result.seed if result.seed is not None else sampling.seed
     values = to_values(result.plan.request, sampling.with_seed(seed) if seed is not None else sampling)
-    data.update({"format": RESULT_FORMAT, "request": values, "forced_task": task, "template": template or ""})
+    data.update({"format": RESULT_FORMAT, "request": values, "forced_task": task, "template": template or "",
+                 "known_tags_only": bool(known_only)})
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
-def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, Sampling, str]:
+def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, Sampling, str, bool]:
     """Rebuild an expansion from a ``result`` string, rendered with another template.
 
     Helper pending a library ``Expansion.from_dict``: the plan is rebuilt from the saved request
@@ -90,5 +93,7 @@ def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, S
     parsed = parse_text(data["model_input"] + data["completion"])
     prov = data.get("provenance")
     provenance = None if prov is None else Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ()))})
-    result = finish(planned, parsed, template=template, completion=data["completion"], provenance=provenance)
-    return result, sampling, task
+    known_only = bool(data.get("known_tags_only", False))
+    result = finish(planned, parsed, template=template, completion=data["completion"], provenance=provenance,
+                    known_only=known_only)
+    return result, sampling, task, known_only

@@ -39,6 +39,8 @@ INFOTEXT_KEY = "TIPO Parameters"
 INFOTEXT_PROMPT = "TIPO prompt"
 INFOTEXT_NL_PROMPT = "TIPO nl prompt"
 INFOTEXT_FORMAT = "TIPO format"
+INFOTEXT_ERROR = "TIPO error"
+INFOTEXT_STYLES = "TIPO styles"
 QUOTESWAP = str.maketrans("'\"", "\"'")  # the reference's JSON quoting in infotext, kept for old images
 
 #: The argument order of ``alwayson_scripts["TIPO"]["args"]`` and of ``ui()``'s components: a contract.
@@ -69,10 +71,24 @@ def default_settings() -> dict[str, object]:
 
 
 def settings_from_args(args: tuple[object, ...]) -> dict[str, object]:
-    """The script's positional arguments (API_ARGS order; a prefix is fine) -> settings by name."""
+    """The script's positional arguments (API_ARGS order; a prefix is fine) -> settings by name,
+    each of its option's type (JSON and gradio numbers arrive as floats: ``top_k`` 80.0 -> 80)."""
     if len(args) > len(API_ARGS):
         raise ValueError(f"TIPO takes at most {len(API_ARGS)} arguments ({', '.join(API_ARGS)}), got {len(args)}")
-    return {**default_settings(), **dict(zip(API_ARGS, args, strict=False))}  # a prefix is fine
+    settings = {**default_settings(), **dict(zip(API_ARGS, args, strict=False))}  # a prefix is fine
+    return {name: _typed(name, value) for name, value in settings.items()}
+
+
+def _typed(name: str, value: object) -> object:
+    """A setting as its option's kind: integral numbers of INT options become ints."""
+    if name in ("enabled", "device") or value is None:
+        return value
+    kind = by_name(name).kind
+    if kind is Kind.INT and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is Kind.FLOAT and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def image_seed(tipo_seed: int, seed: int) -> int:
@@ -162,6 +178,9 @@ def write_infotext(p: Any, settings: dict[str, object], original_prompt: str) ->
         p.extra_generation_params[INFOTEXT_NL_PROMPT] = settings["caption"]
     if settings["template"]:
         p.extra_generation_params[INFOTEXT_FORMAT] = settings["template"]
+    styles = [str(s) for s in getattr(p, "styles", None) or []]
+    if styles:
+        p.extra_generation_params[INFOTEXT_STYLES] = json.dumps(styles, ensure_ascii=False).translate(QUOTESWAP)
 
 
 def _legacy(settings: dict[str, Any]) -> dict[str, Any]:
@@ -197,13 +216,52 @@ def restore_infotext(infotext: str, params: dict[str, Any]) -> None:
         params[paste_key(name)] = value
     if INFOTEXT_PROMPT in params:
         params["Prompt"] = params[INFOTEXT_PROMPT]
+        _restore_styles(infotext, params)
     params.setdefault(INFOTEXT_NL_PROMPT, "")
     fmt = params.get(INFOTEXT_FORMAT, "")  # the template; old images: a format name, or the JSON's text
     params[INFOTEXT_FORMAT] = _LEGACY_FORMATS.get(fmt, fmt)
 
 
+def _restore_styles(infotext: str, params: dict[str, Any]) -> None:
+    """Give the WebUI back the styles the job used, the way it finds them itself.
+
+    The WebUI infers the styles (``Styles array``) and strips their text from the prompt and the
+    negative prompt in ``parse_generation_parameters``, before paste callbacks run, by looking for
+    each style's text at the end of the prompt (or around its ``{prompt}``). The expansion moved that
+    text, so nothing is found and the negative prompt keeps the styles' text. The job's styles are
+    recorded (``TIPO styles``); here they are applied to the prompt before expansion and the infotext
+    is parsed again by the WebUI's own function, which then finds them, honouring its "infotext
+    styles" setting; its prompt, negative prompt and styles replace the ones found before.
+    """
+    raw = params.get(INFOTEXT_STYLES)
+    try:
+        styles = json.loads(raw.translate(QUOTESWAP)) if isinstance(raw, str) else list(raw or [])
+        from modules import infotext_utils, shared
+    except (ImportError, TypeError, ValueError):  # no styles recorded, or a WebUI before 1.8
+        return
+    if not styles:
+        return
+    styled = shared.prompt_styles.apply_styles_to_prompt(str(params[INFOTEXT_PROMPT]), styles)
+    lines = infotext.strip().split("\n")
+    rest = next((i for i, line in enumerate(lines) if line.strip().startswith("Negative prompt:")), len(lines) - 1)
+    again = infotext_utils.parse_generation_parameters("\n".join([styled, *lines[rest:]]))
+    for key in ("Prompt", "Negative prompt", "Styles array"):
+        if key in again:
+            params[key] = again[key]
+
+
 script_callbacks.on_infotext_pasted(restore_infotext)
 script_callbacks.on_script_unloaded(MODELS.clear)
+
+
+def report_error(p: Any, exc: BaseException) -> None:
+    """Show a failure where the user looks: the generation info (infotext key ``TIPO error``), the
+    info box's comments, and the console. The images are made from the prompts as they were."""
+    message = f"{exc} (the prompt was left unexpanded)"
+    p.extra_generation_params[INFOTEXT_ERROR] = message
+    if callable(getattr(p, "comment", None)):
+        p.comment(f"TIPO error: {message}")
+    print(f"TIPO error: {message}")
 
 
 class TipoScript(scripts.Script):
@@ -233,6 +291,12 @@ class TipoScript(scripts.Script):
         return [components[name] for name in API_ARGS]
 
     def process(self, p: Any, *args: object) -> None:
+        try:
+            self._process(p, *args)
+        except Exception as exc:  # noqa: BLE001 - the WebUI would log it and go on silently
+            report_error(p, exc)
+
+    def _process(self, p: Any, *args: object) -> None:
         settings = settings_from_args(args)
         if not settings["enabled"] or INFOTEXT_PROMPT in p.extra_generation_params:
             return  # off, or this job was expanded already: never expand twice
@@ -269,4 +333,6 @@ class TipoScript(scripts.Script):
         if hr is not None and len(hr) == len(originals):
             p.all_hr_prompts = [new if old == orig else old for orig, new, old in zip(originals, expanded, hr, strict=True)]
         p.all_prompts = expanded
+        if isinstance(getattr(p, "main_prompt", None), str):
+            p.main_prompt = expanded[0]  # the grid's infotext
         write_infotext(p, settings, p.prompt if isinstance(p.prompt, str) else originals[0])

@@ -1,0 +1,167 @@
+"""The node pack in a real ComfyUI server, through its HTTP API.
+
+Runs only when ``COMFYUI_DIR`` names a ComfyUI checkout (with its requirements installed in the
+Python named by ``COMFYUI_PYTHON``, default this one); skipped otherwise. The pack is symlinked into
+that checkout's ``custom_nodes`` (and removed afterwards), the server is started on 127.0.0.1 with
+``--cpu``, and the API-format example workflow (TIPO -> core PreviewAny,
+``plugins/comfyui/examples/tipo_prompt_api.json``) is queued: outputs equal the library's, a
+second identical run is cached, a new seed runs again, a bad template is reported as an error,
+``/free`` and ``/interrupt`` work.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+COMFYUI = os.environ.get("COMFYUI_DIR")
+if not COMFYUI:
+    pytest.skip("COMFYUI_DIR is not set: the real-ComfyUI test needs a ComfyUI checkout (see docs/plugins.md)",
+                allow_module_level=True)
+pytest.importorskip("llama_cpp", reason="the nodes run the built-in model with llama.cpp")
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / "plugins" / "comfyui"
+WORKFLOW = json.loads((PACK / "examples" / "tipo_prompt_api.json").read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Comfy:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, path: str, body: object = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read()
+        return json.loads(text) if text.strip() else None
+
+    def queue(self, workflow: dict) -> str:
+        return str(self.call("/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"])
+
+    def wait(self, prompt_id: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.call(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                return history[prompt_id]
+            if prompt_id in history and history[prompt_id].get("status", {}).get("status_str") in ("error", "success"):
+                return history[prompt_id]
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s")
+
+    def run(self, workflow: dict) -> dict:
+        return self.wait(self.queue(workflow))
+
+
+def workflow(**inputs: object) -> dict:
+    wf = copy.deepcopy(WORKFLOW)
+    wf["1"]["inputs"].update(inputs)
+    return wf
+
+
+def preview_text(entry: dict) -> str:
+    text = entry["outputs"]["2"]["text"]
+    return text[0] if isinstance(text, list) else text
+
+
+def messages(entry: dict) -> dict[str, dict]:
+    return {name: body for name, body in entry["status"]["messages"]}
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    link = Path(COMFYUI) / "custom_nodes" / f"tipo_nodes_test_{os.getpid()}"
+    link.symlink_to(PACK, target_is_directory=True)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("comfy") / "server.log"
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                                 "--disable-auto-launch"], cwd=COMFYUI, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Comfy(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if "TIPO" in server.call("/object_info/TIPO"):
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ComfyUI did not start with the pack (exit {proc.poll()}):\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        link.unlink()
+        print(log.read_text()[-2000:])
+
+
+def library(seed: int, **fields: object) -> str:
+    from tipo import Expander
+    from tipo.options import from_values
+
+    values = {k: v for k, v in WORKFLOW["1"]["inputs"].items() if k not in ("model", "backend", "device", "template")}
+    values.update(seed=seed, **fields)
+    request, sampling = from_values(values)
+    with Expander() as ex:
+        return ex.expand(request, sampling).prompt
+
+
+def test_the_example_workflow_runs_cached_and_reseeded(comfy):
+    first = comfy.run(workflow(seed=1))
+    assert first["status"]["status_str"] == "success"
+    assert preview_text(first) == library(1)
+    again = comfy.run(workflow(seed=1))
+    assert "1" in messages(again).get("execution_cached", {}).get("nodes", [])
+    other = comfy.run(workflow(seed=2))
+    assert "1" not in messages(other).get("execution_cached", {}).get("nodes", [])
+    assert preview_text(other) == library(2)
+
+
+def test_a_bad_template_is_reported_as_an_error(comfy):
+    entry = comfy.run(workflow(seed=3, template="tag"))
+    assert entry["status"]["status_str"] == "error"
+    error = messages(entry)["execution_error"]
+    assert "did you mean 'tags'" in error["exception_message"]
+
+
+def test_free_unloads_and_the_next_run_loads_again(comfy):
+    comfy.call("/free", {"unload_models": True, "free_memory": True})
+    entry = comfy.run(workflow(seed=4))
+    assert preview_text(entry) == library(4)
+
+
+def test_interrupt_stops_a_long_expansion(comfy):
+    long_run = workflow(seed=5, length="very_long", max_new_tokens=1024, temperature=5.0, top_k=0, top_p=1.0,
+                        min_p=0.0)
+    prompt_id = comfy.queue(long_run)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    comfy.call("/interrupt", {})
+    entry = comfy.wait(prompt_id)
+    seen = messages(entry)
+    assert "execution_interrupted" in seen or entry["status"]["status_str"] == "success", seen
+    assert time.monotonic() - t0 < 30
