@@ -52,9 +52,9 @@ def test_records_describe_each_image(sd):
     assert [r.prompt_index for r in result.records] == [0, 0, 1, 1]
     assert [r.index for r in result.records] == [0, 1, 2, 3]
     r0, r3 = result.records[0], result.records[3]
-    assert r0.kind == "sd" and r0.sampler == "DDIMScheduler" and r0.steps == 2 and r0.guidance == 7.5
+    assert r0.kind == "sd" and r0.sampler == "DDIM" and r0.steps == 2 and r0.guidance == 7.5
     assert r0.encoding[0].weighted and r3.encoding[0].chunks == 2 and r3.ignored == ("<lora:x:1>",)
-    assert r0.parameters.startswith("1girl, (forest:1.2)\nNegative prompt: lowres\nSteps: 2, Sampler: DDIMScheduler, ")
+    assert r0.parameters.startswith("1girl, (forest:1.2)\nNegative prompt: lowres\nSteps: 2, Sampler: DDIM, ")
     assert result.timings["overlap"] == 0.0 and result.timings["wall"] > 0
 
 
@@ -66,7 +66,7 @@ def test_saved_pngs_carry_parameters_and_regenerate_identical_pixels(sd, tmp_pat
     params = read_parameters(result.paths[0])
     assert params["Prompt"] == expansion.prompt and params["Negative prompt"] == "bad, hands"
     assert params["Seed"] == "11" and params["Steps"] == "2" and params["Size"] == "32x32"
-    assert params["Sampler"] == "DDIMScheduler" and params["CFG scale"] == "7.5"
+    assert params["Sampler"] == "DDIM" and params["CFG scale"] == "7.5"
     assert params["TIPO prompt"] == "1girl, forest" and params["TIPO nl prompt"] == ""
     tipo_settings = params["TIPO Parameters"]
     assert tipo_settings["tags"] == "1girl, forest" and tipo_settings["length"] == "long"

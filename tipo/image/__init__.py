@@ -22,6 +22,8 @@ _EXPORTS = {
     "generate": "tipo.image.generation",
     "regenerate": "tipo.image.generation",
     "image_seed": "tipo.image.generation",
+    "GenerationOptions": "tipo.image.options",
+    "SAMPLERS": "tipo.image.samplers",
     "CascadeSettings": "tipo.image.records",
     "GenerationResult": "tipo.image.records",
     "ImageRecord": "tipo.image.records",
@@ -45,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .infotext import format_parameters, parse_parameters, read_parameters  # noqa: F401
     from .kinds import PipelineKind  # noqa: F401
     from .loading import IFCascade, load_pipeline  # noqa: F401
+    from .options import GenerationOptions  # noqa: F401
+    from .samplers import SAMPLERS  # noqa: F401
     from .prompts import split_prompt  # noqa: F401
     from .records import CascadeSettings, GenerationResult, ImageRecord  # noqa: F401
 

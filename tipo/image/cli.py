@@ -26,7 +26,8 @@ __all__ = ["add_generate_command", "main_generate", "run_generate"]
 def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tipo generate`` on an argparse subparsers object (``func`` is set)."""
     from ..cli import _add_option_flags
-    from .generation import LM_MEMORY, POOLED, SLD_PRESETS
+    from .options import LM_MEMORY, POOLED, SLD_PRESETS
+    from .samplers import SAMPLERS
 
     g = subparsers.add_parser(
         "generate", help="expand a prompt and make images with a diffusers pipeline",
@@ -35,13 +36,36 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     _add_option_flags(g, ("request", "sampling", "model"))
     img = g.add_argument_group("image")
     img.add_argument("--pipeline", required=True, metavar="PATH_OR_ID",
-                     help="a diffusers pipeline folder (with model_index.json) or a Hugging Face repo id")
+                     help="a diffusers pipeline folder (with model_index.json), a Hugging Face repo id, or a "
+                          "single-file SD 1.x/2.x or SDXL checkpoint (.safetensors, .ckpt)")
+    img.add_argument("--config", metavar="PATH_OR_ID",
+                     help="single-file checkpoints: a diffusers pipeline folder (or repo id) of the same family whose "
+                          "configs and tokenizers are used (default: inferred by diffusers, from the Hugging Face "
+                          "cache or the Hub)")
+    img.add_argument("--original-config", metavar="YAML",
+                     help="single-file checkpoints: the model's original LDM .yaml config")
     img.add_argument("--kind", choices=("sd", "sdxl", "if"), help="the pipeline kind (default: read from the folder)")
     img.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs (NNNNN-<seed>.png)")
     img.add_argument("--n", type=int, default=1, help="images per prompt (default: 1)")
     img.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
     img.add_argument("--negative", default="", help="negative prompt (A1111 syntax)")
     img.add_argument("--guidance", type=float, help="CFG scale (default: the pipeline's)")
+    img.add_argument("--sampler", metavar="NAME",
+                     help="an A1111 sampler name: " + ", ".join(SAMPLERS) + " (default: the pipeline's scheduler)")
+    img.add_argument("--clip-skip", type=int, default=1, metavar="N",
+                     help="A1111's Clip skip: 1 = the text encoder's last layer (default), 2 = the one before, ...")
+    img.add_argument("--lora-dir", metavar="DIR", help="folder of LoRA files for <lora:name:weight> tags")
+    img.add_argument("--embedding-dir", metavar="DIR",
+                     help="folder of textual-inversion embeddings, used where a file's name is a word of the prompt "
+                          "(or embedding:name)")
+    img.add_argument("--init-image", metavar="IMAGE", help="img2img: start from this image (SD, SDXL)")
+    img.add_argument("--strength", type=float, default=0.75,
+                     help="img2img denoising strength in (0, 1] (default: 0.75)")
+    img.add_argument("--hires-scale", type=float, metavar="FACTOR",
+                     help="a hires pass: resize the image by FACTOR (Lanczos) and redraw it (SD, SDXL)")
+    img.add_argument("--hires-steps", type=int, metavar="N", help="steps of the hires pass (default: --steps)")
+    img.add_argument("--hires-strength", type=float, default=0.5,
+                     help="denoising strength of the hires pass (default: 0.5)")
     img.add_argument("--no-expand", action="store_true", help="use the tags (and caption) as they are; load no LM")
     img.add_argument("--pooled", choices=POOLED, default="user",
                      help="SDXL: the pooled embedding comes from your tags (user) or the expanded prompt")
@@ -70,14 +94,27 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
 def run_generate(args: argparse.Namespace) -> int:
     """The ``tipo generate`` command: validate, expand, generate, save, print the paths."""
     from ..cli import _task, _template, options_from_args
-    from .generation import check_numbers, generate
+    from .generation import generate
     from .loading import detect_kind
+    from .options import GenerationOptions
 
     request, sampling = options_from_args(args)
-    check_numbers(args.n, args.steps, args.width, args.height, args.guidance)
+    base_seed = args.seed if args.seed is not None and args.seed >= 0 else None
+    load_options = {"device": args.device, "dtype": args.dtype, "local_files_only": args.offline,
+                    "safety_checker": args.safety_checker, "stage2": args.stage2, "stage3": args.stage3}
+    if args.config is not None or args.original_config is not None:
+        load_options.update(config=args.config, original_config=args.original_config)
+    options = GenerationOptions(  # every value checked here, before any model loads
+        kind=args.kind, n=args.n, steps=args.steps, seed=base_seed, negative=args.negative, width=args.width,
+        height=args.height, guidance=args.guidance, sampler=args.sampler, clip_skip=args.clip_skip,
+        pooled=args.pooled, init_image=args.init_image, strength=args.strength, hires_scale=args.hires_scale,
+        hires_steps=args.hires_steps, hires_strength=args.hires_strength, lora_dir=args.lora_dir,
+        embedding_dir=args.embedding_dir, lm_memory="keep" if args.no_expand else args.lm_memory,
+        offload=args.offload, overlap=args.overlap, safety_checker=True if args.safety_checker else None,
+        sld=args.sld, out_dir=args.out, progress=sys.stderr.isatty(), load_options=load_options)
     require("torch", "image", "tipo generate")
     require("diffusers", "image", "tipo generate")
-    kind = detect_kind(args.pipeline, args.kind, args.offline)  # before any model loads
+    kind = detect_kind(args.pipeline, args.kind, args.offline, args.config)  # before any model loads
     if (args.stage2 or args.stage3) and kind.value != "if":
         raise RequestError(f"--stage2 and --stage3 are for the DeepFloyd IF cascade; {args.pipeline} is kind "
                            f"{kind.value!r}")
@@ -87,25 +124,19 @@ def run_generate(args: argparse.Namespace) -> int:
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
-    base_seed = args.seed if args.seed is not None and args.seed >= 0 else None
-    load_options = {"device": args.device, "dtype": args.dtype, "local_files_only": args.offline,
-                    "safety_checker": args.safety_checker, "stage2": args.stage2, "stage3": args.stage3}
-    common = {"kind": kind, "n": args.n, "steps": args.steps, "seed": base_seed, "negative": args.negative,
-              "width": args.width, "height": args.height, "guidance": args.guidance, "pooled": args.pooled,
-              "offload": args.offload, "overlap": args.overlap, "safety_checker": True if args.safety_checker else None,
-              "sld": args.sld, "out_dir": args.out, "progress": sys.stderr.isatty(), "load_options": load_options}
+    options = options.replace(kind=kind)
     if args.no_expand:
         text = ", ".join(t for t in (request.tags.strip(), request.caption.strip()) if t)
         if not text:
             raise RequestError("give the tags (or --caption) to draw")
-        result = generate(text, args.pipeline, lm_memory="keep", **common)
+        result = generate(text, args.pipeline, options)
     else:
         from ..expander import Expander
 
         expander = Expander(args.model or None, backend=args.backend, n_threads=args.threads)
         try:
-            result = generate(request, args.pipeline, expander=expander, sampling=replace(sampling, seed=None),
-                              template=_template(args), task=_task(args), lm_memory=args.lm_memory, **common)
+            result = generate(request, args.pipeline, options, expander=expander, sampling=replace(sampling, seed=None),
+                              template=_template(args), task=_task(args))
         finally:
             expander.close()
     for note in result.notes:

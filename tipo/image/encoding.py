@@ -123,11 +123,12 @@ class _Encoder:
     """One tokenizer + text encoder pair, with the window layout diffusers uses."""
 
     def __init__(self, tokenizer: Any, text_encoder: Any, device: Any, *, name: str, penultimate: bool = False,
-                 t5: bool = False) -> None:
+                 t5: bool = False, clip_skip: int = 1) -> None:
         if tokenizer is None or text_encoder is None:
             raise RequestError(f"the pipeline has no {name} tokenizer/text encoder; load it with its text encoder")
         self.tokenizer, self.encoder, self.device = tokenizer, text_encoder, device
         self.name, self.penultimate, self.t5 = name, penultimate, t5
+        self.clip_skip = clip_skip
         self.length = T5_LENGTH if t5 else _window_length(tokenizer, CLIP_LENGTH)
         self.bos = None if t5 else tokenizer.bos_token_id
         self.eos = tokenizer.eos_token_id
@@ -167,11 +168,21 @@ class _Encoder:
         kwargs: dict[str, Any] = {}
         if self.use_mask:
             kwargs["attention_mask"] = torch.tensor(masks, dtype=torch.long, device=self.device)
-        if self.penultimate:
+        if self.penultimate or self.clip_skip > 1:
             kwargs["output_hidden_states"] = True
         with torch.no_grad():
             out = self.encoder(ids_t, **kwargs)
-        hidden = out.hidden_states[-2] if self.penultimate else out[0]
+            back = self.clip_skip + (1 if self.penultimate else 0)
+            if back > 1 and back >= len(out.hidden_states):
+                raise RequestError(f"clip_skip={self.clip_skip} is more than the {self.name} text encoder's "
+                                   f"{len(out.hidden_states) - 1} layers allow")
+            if self.penultimate:  # SDXL: clip_skip 1 is the penultimate layer, as SDXL was trained
+                hidden = out.hidden_states[-(self.clip_skip + 1)]
+            elif self.clip_skip > 1:  # A1111's "Clip skip" N: layer -N, then the final layer norm
+                model = getattr(self.encoder, "text_model", self.encoder)
+                hidden = model.final_layer_norm(out.hidden_states[-self.clip_skip])
+            else:
+                hidden = out[0]
         pooled = out[0][:1] if out[0].ndim == 2 else None
         w_t = torch.tensor(weights, dtype=hidden.dtype, device=hidden.device)
         if not bool(torch.all(w_t == 1)):
@@ -198,7 +209,7 @@ def _device(pipeline: Any) -> Any:
 
 def encode_prompt(pipeline: Any, prompt: str, negative: str = "", *, kind: PipelineKind | str | None = None,
                   pooled_text: str | None = None, backtrack: int = COMMA_BACKTRACK,
-                  extra: tuple[str, ...] = ()) -> PromptEmbeds:
+                  extra: tuple[str, ...] = (), clip_skip: int = 1) -> PromptEmbeds:
     """Encode a prompt (host syntax) and its negative for ``pipeline``: chunked, weighted or fitted.
 
     Args:
@@ -209,6 +220,8 @@ def encode_prompt(pipeline: Any, prompt: str, negative: str = "", *, kind: Pipel
             the prompt itself).
         backtrack: how far back a chunk may end at a comma (SD/SDXL).
         extra: more texts encoded like the prompt and cut or padded to its chunk count (SLD's concept).
+        clip_skip: A1111's "Clip skip" (SD, SDXL): 1 is the usual layer; N reads N - 1 layers earlier
+            (diffusers' ``clip_skip=N - 1`` gives the same embeddings).
 
     Returns:
         A :class:`PromptEmbeds`; ``call_kwargs()`` gives the pipeline-call arguments.
@@ -218,6 +231,8 @@ def encode_prompt(pipeline: Any, prompt: str, negative: str = "", *, kind: Pipel
     pos, neg = split_prompt(prompt), split_prompt(negative)
     device = _device(pipe)
     if kind is PipelineKind.IF:
+        if clip_skip != 1:
+            raise RequestError("clip_skip is for the CLIP encoders of SD and SDXL; DeepFloyd IF reads T5")
         enc = _Encoder(pipe.tokenizer, pipe.text_encoder, device, name="t5", t5=True)
         kept, cut = enc.fit(pos)
         neg_kept, _ = enc.fit(neg)
@@ -225,7 +240,7 @@ def encode_prompt(pipeline: Any, prompt: str, negative: str = "", *, kind: Pipel
         return PromptEmbeds(enc.embed([kept], 1)[0], enc.embed([neg_kept], 1)[0], reports=(report,),
                             ignored=pos.extras)
     if kind is PipelineKind.SD:
-        enc = _Encoder(pipe.tokenizer, pipe.text_encoder, device, name="clip")
+        enc = _Encoder(pipe.tokenizer, pipe.text_encoder, device, name="clip", clip_skip=clip_skip)
         layouts = [enc.layout(pos, backtrack), enc.layout(neg, backtrack)]
         n = max(1, *(len(lay) for lay in layouts))
         # Extra texts (SLD's concept) take the prompt's length: cut to n chunks, never the reverse,
@@ -237,8 +252,10 @@ def encode_prompt(pipeline: Any, prompt: str, negative: str = "", *, kind: Pipel
     if extra:
         raise RequestError("extra texts are only for Stable Diffusion 1.x/2.x pipelines (SLD)")
     # SDXL: both encoders, penultimate layer, features concatenated; pooled from encoder 2.
-    encoders = [_Encoder(pipe.tokenizer, pipe.text_encoder, device, name="clip-l", penultimate=True),
-                _Encoder(pipe.tokenizer_2, pipe.text_encoder_2, device, name="clip-g", penultimate=True)]
+    encoders = [_Encoder(pipe.tokenizer, pipe.text_encoder, device, name="clip-l", penultimate=True,
+                         clip_skip=clip_skip),
+                _Encoder(pipe.tokenizer_2, pipe.text_encoder_2, device, name="clip-g", penultimate=True,
+                         clip_skip=clip_skip)]
     zero_negative = not negative.strip() and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
     pairs = [(e.layout(pos, backtrack), e.layout(neg, backtrack)) for e in encoders]
     n = max(1, *(len(lay) for pair in pairs for lay in pair))

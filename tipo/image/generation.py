@@ -1,20 +1,26 @@
 """One entry point from prompts to images: expand, encode, denoise, record, save.
 
 :func:`generate` takes tag strings, :class:`~tipo.request.Request` s or finished
-:class:`~tipo.result.Expansion` s, and a diffusers pipeline (an object, or a folder / Hub id to
-load), and returns a :class:`~tipo.image.records.GenerationResult`. Steps:
+:class:`~tipo.result.Expansion` s, a diffusers pipeline (an object, or a folder / Hub id /
+single-file checkpoint to load) and a :class:`~tipo.image.options.GenerationOptions` (or its fields
+as keyword arguments), and returns a :class:`~tipo.image.records.GenerationResult`. Steps:
 
-1. validate every argument (sizes, steps, counts, kinds) before anything loads;
+1. validate: the options object checks every value (sizes, steps, counts, sampler, folders) and the
+   prompts are checked, before anything loads;
 2. hand memory over: with ``lm_memory="unload"`` every prompt is expanded first and the
    language model closed before the diffusion model loads; ``"cpu"`` keeps it on the CPU;
-3. load the pipeline when given by name, turn on offload (CUDA only) and the safety options;
-4. for each prompt: expand it (in a background thread, overlapping the previous prompt's
-   denoising, when ``overlap`` is on), encode it once (chunked, weighted, fitted), then
-   denoise ``n`` images, each with its own CPU ``torch.Generator`` seeded
-   ``(seed + k) % 2**32``;
-5. record each image (A1111 ``parameters`` text included) and save it when ``out_dir`` is given.
+3. load the pipeline when given by name, turn on offload (CUDA only) and the safety options, and
+   check what needs the pipeline (kind, safety checker, img2img/hires/LoRA support);
+4. set the run up: the sampler's scheduler, the LoRA/embedding loader, the img2img pipeline;
+5. for each prompt: expand it (in a background thread, overlapping the previous prompt's
+   denoising, when ``overlap`` is on; embedding words are kept away from the language model),
+   apply its LoRAs and embeddings, encode it once (chunked, weighted, fitted), then denoise ``n``
+   images, each with its own CPU ``torch.Generator`` seeded ``(seed + k) % 2**32`` (img2img or a
+   hires pass after the first pass when asked);
+6. record each image (A1111 ``parameters`` text included) and save it when ``out_dir`` is given;
+   undo the run's changes to the pipeline (scheduler, adapters, embedding tokens).
 
-:func:`regenerate` reads a saved PNG's parameters and makes the same pixels again.
+:func:`regenerate` reads a saved PNG's parameters (tipo's or A1111's) and makes the image again.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ import concurrent.futures
 import contextlib
 import inspect
 import json
-import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,28 +42,19 @@ from ..errors import RequestError, require
 from ..request import Request, Sampling
 from ..result import Expansion
 from .encoding import EncoderReport, PromptEmbeds, encode_prompt, encode_upscaler_prompt, pipeline_kind
-from .infotext import format_parameters, read_parameters, write_png
+from .extras import Applied, ExtraNetworks, embedding_index, file_hash, split_embeddings
+from .infotext import format_parameters, parse_parameters, read_parameters, write_png
 from .kinds import PipelineKind, parse_kind
-from .loading import IFCascade, apply_offload, detect_kind, load_pipeline, stages
+from .loading import IFCascade, apply_offload, detect_kind, is_checkpoint_file, load_pipeline, stages
+from .options import LM_MEMORY, POOLED, SEED_RANGE, SLD_PRESETS, GenerationOptions, check_numbers
+from .prompts import split_prompt
 from .records import CascadeSettings, GenerationResult, ImageRecord
+from .samplers import canonical_name, sampler_name, scheduler_for
 
-__all__ = ["LM_MEMORY", "POOLED", "SLD_PRESETS", "check_numbers", "generate", "image_seed", "regenerate"]
+__all__ = ["LM_MEMORY", "POOLED", "SLD_PRESETS", "GenerationOptions", "check_numbers", "generate", "image_seed",
+           "regenerate"]
 
-SEED_RANGE = 2**32
-LM_MEMORY = ("keep", "cpu", "unload")
-POOLED = ("user", "expanded")
-#: diffusers' SafetyConfig presets for Safe Latent Diffusion (pipelines/stable_diffusion_safe).
-SLD_PRESETS: dict[str, dict[str, float]] = {
-    "weak": {"sld_warmup_steps": 15, "sld_guidance_scale": 20, "sld_threshold": 0.0, "sld_momentum_scale": 0.0,
-             "sld_mom_beta": 0.0},
-    "medium": {"sld_warmup_steps": 10, "sld_guidance_scale": 1000, "sld_threshold": 0.01,
-               "sld_momentum_scale": 0.3, "sld_mom_beta": 0.4},
-    "strong": {"sld_warmup_steps": 7, "sld_guidance_scale": 2000, "sld_threshold": 0.025,
-               "sld_momentum_scale": 0.5, "sld_mom_beta": 0.7},
-    "max": {"sld_warmup_steps": 0, "sld_guidance_scale": 5000, "sld_threshold": 1.0, "sld_momentum_scale": 0.5,
-            "sld_mom_beta": 0.7},
-}
-_SLD_KEYS = tuple(SLD_PRESETS["medium"])
+HIRES_UPSCALER = "Lanczos"
 
 
 def image_seed(base: int, k: int) -> int:
@@ -92,7 +89,7 @@ class _Job:
         return self.prompt
 
 
-def _tipo_infotext(expansion: Expansion, template: object) -> dict[str, object]:
+def _tipo_infotext(expansion: Expansion, template: object, user_tags: str | None = None) -> dict[str, object]:
     from ..options import to_values
 
     request = expansion.plan.request
@@ -103,67 +100,18 @@ def _tipo_infotext(expansion: Expansion, template: object) -> dict[str, object]:
     if template is not None:
         settings["template"] = getattr(template, "value", template)
     return {"TIPO Parameters": json.dumps(settings, ensure_ascii=False, sort_keys=True),
-            "TIPO prompt": request.tags, "TIPO nl prompt": request.caption}
+            "TIPO prompt": request.tags if user_tags is None else user_tags, "TIPO nl prompt": request.caption}
 
 
-def _job_from_expansion(index: int, expansion: Expansion, template: object, seconds: float = 0.0) -> _Job:
+def _job_from_expansion(index: int, expansion: Expansion, template: object, seconds: float = 0.0,
+                        front: Sequence[str] = (), user_tags: str | None = None) -> _Job:
     request = expansion.plan.request
-    return _Job(index, expansion.prompt, request.tags, request.caption, expansion,
-                _tipo_infotext(expansion, template), seconds)
+    prompt = ", ".join([*front, expansion.prompt]) if front else expansion.prompt
+    return _Job(index, prompt, request.tags if user_tags is None else user_tags, request.caption, expansion,
+                _tipo_infotext(expansion, template, user_tags), seconds)
 
 
-# -- validation ---------------------------------------------------------------------------------
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(f"{name}={value!r} is not valid; give a whole number >= 1")
-    return value
-
-
-def _size(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 8:
-        raise RequestError(f"{name}={value!r} is not valid; give a positive whole number of pixels, a multiple of 8")
-    return value
-
-
-def _guidance(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise RequestError(f"guidance={value!r} is not valid; give a number >= 0 (1 or less turns guidance off)")
-    return float(value)
-
-
-def check_numbers(n: object, steps: object, width: object, height: object,
-                  guidance: object) -> tuple[int, int, int | None, int | None, float | None]:
-    """Validate the counts and sizes of a run (shared by :func:`generate` and the CLI)."""
-    n = _positive_int("n", n)
-    steps = _positive_int("steps", steps)
-    w, h = _size("width", width), _size("height", height)
-    if (w is None) != (h is None):
-        raise RequestError("give both width and height, or neither (the pipeline's default size)")
-    return n, steps, w, h, _guidance(guidance)
-
-
-def _sld_settings(sld: object) -> dict[str, float] | None:
-    if sld is None or sld is False:
-        return None
-    if sld is True:
-        return dict(SLD_PRESETS["medium"])
-    if isinstance(sld, str):
-        preset = SLD_PRESETS.get(sld.lower())
-        if preset is None:
-            raise RequestError(f"sld={sld!r} is not valid; choose one of {', '.join(SLD_PRESETS)} or give a dict")
-        return dict(preset)
-    if isinstance(sld, dict):
-        unknown = set(sld) - set(_SLD_KEYS)
-        if unknown:
-            raise RequestError(f"unknown SLD setting(s) {sorted(unknown)}; valid: {list(_SLD_KEYS)}")
-        return {**SLD_PRESETS["medium"], **sld}
-    raise RequestError(f"sld={sld!r} is not valid; give True, a preset name ({', '.join(SLD_PRESETS)}) or a dict")
-
-
+# -- pipeline facts -----------------------------------------------------------------------------
 def _call_default(pipe: Any, name: str, fallback: Any) -> Any:
     param = inspect.signature(type(pipe).__call__).parameters.get(name)
     if param is None or param.default is inspect.Parameter.empty or param.default is None:
@@ -180,13 +128,20 @@ def _default_size(pipe: Any, kind: PipelineKind) -> tuple[int, int]:
     return int(sample) * scale, int(sample) * scale
 
 
-def _model_name(pipeline: Any, given: str | None) -> str:
+def _model_name(pipeline: Any, given: str | None, source: str | None) -> str:
     if given:
         return given
+    if source is not None and is_checkpoint_file(source):
+        return Path(source).stem
     name = str(getattr(pipeline, "name_or_path", "") or "")
     if name and Path(name).is_absolute():
-        return Path(name).name
+        return Path(name).stem if is_checkpoint_file(name) else Path(name).name
     return name or type(stages(pipeline)[0]).__name__
+
+
+def _model_hash(source: str | None) -> str | None:
+    """A1111's ``Model hash`` (sha256, 10 hex digits) of a single-file checkpoint; None for folders."""
+    return file_hash(source, 10) if source is not None and is_checkpoint_file(source) else None
 
 
 # -- memory hand-off ----------------------------------------------------------------------------
@@ -205,21 +160,34 @@ def _lm_to_cpu(expander: Any, notes: list[str]) -> None:
                      "with n_gpu_layers=0 (the default) to keep it on the CPU, or use lm_memory='unload'")
 
 
-# -- the pipeline call ---------------------------------------------------------------------------
+# -- the run ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Run:
+    """The options with what the pipeline decided filled in (kind, size, guidance), and the run's names."""
+
+    o: GenerationOptions
+    kind: PipelineKind
+    model: str
+    model_hash: str | None = None
+
+
 @contextlib.contextmanager
-def _run_settings(pipeline: Any, quiet: bool, safety_checker: bool | None) -> Iterator[None]:
-    """Silence diffusers' per-step progress bars (tipo shows one bar per run when asked) and detach the
-    checker for this run; restore both after."""
+def _run_settings(pipeline: Any, safety_checker: bool | None, scheduler: Any = None) -> Iterator[None]:
+    """Silence diffusers' per-step bars (tipo shows its own), detach the checker, use the run's scheduler;
+    restore all three after."""
     saved: list[tuple[Any, str, Any, bool]] = []
     try:
         for p in stages(pipeline):
-            if quiet:
-                had = hasattr(p, "_progress_bar_config")
-                saved.append((p, "_progress_bar_config", getattr(p, "_progress_bar_config", None), had))
-                p.set_progress_bar_config(disable=True)
+            had = hasattr(p, "_progress_bar_config")
+            saved.append((p, "_progress_bar_config", getattr(p, "_progress_bar_config", None), had))
+            p.set_progress_bar_config(disable=True)
             if safety_checker is False and getattr(p, "safety_checker", None) is not None:
                 saved.append((p, "safety_checker", p.safety_checker, True))
                 p.safety_checker = None
+        stage1 = stages(pipeline)[0]
+        if scheduler is not None and scheduler is not stage1.scheduler:
+            saved.append((stage1, "scheduler", stage1.scheduler, True))
+            stage1.scheduler = scheduler
         yield
     finally:
         for obj, name, value, had in reversed(saved):
@@ -238,40 +206,64 @@ def _sld_pipeline(pipe: Any) -> Any:
     safe = cls(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
                scheduler=scheduler, safety_checker=pipe.safety_checker, feature_extractor=pipe.feature_extractor,
                image_encoder=None, requires_safety_checker=False)
-    safe.set_progress_bar_config(disable=True)  # like the pipelines during a run: one tipo bar at most
+    safe.set_progress_bar_config(disable=True)
     return safe
 
 
-@dataclass(frozen=True)
-class _Settings:
-    kind: PipelineKind
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    negative: str
-    pooled: str
-    cascade: CascadeSettings
-    sld: dict[str, float] | None
-    safety_checker: bool | None
-    backtrack: int
-    model: str
+def _img2img_pipeline(pipe: Any, kind: PipelineKind) -> Any:
+    """diffusers' img2img pipeline of the same kind, sharing ``pipe``'s modules and scheduler."""
+    diffusers = require("diffusers", "image", "img2img")
+    cls = diffusers.StableDiffusionXLImg2ImgPipeline if kind is PipelineKind.SDXL \
+        else diffusers.StableDiffusionImg2ImgPipeline
+    i2i = cls.from_pipe(pipe)
+    i2i.set_progress_bar_config(disable=True)
+    return i2i
 
 
-def _encode(pipeline: Any, job: _Job, s: _Settings, safe: Any) -> tuple[PromptEmbeds, PromptEmbeds | None]:
-    if s.kind is PipelineKind.SDXL:
-        pooled_text = job.pooled_source if s.pooled == "user" else None
-        return encode_prompt(pipeline, job.prompt, s.negative, kind=s.kind, pooled_text=pooled_text,
-                             backtrack=s.backtrack), None
-    if s.kind is PipelineKind.SD:
+def _open_image(image: Any) -> Any:
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                return im.convert("RGB")
+        except OSError as exc:
+            raise RequestError(f"init_image {str(image)!r} is not a readable image ({exc})") from None
+    if not hasattr(image, "convert"):
+        raise RequestError("init_image must be a PIL image or the path of an image file")
+    return image.convert("RGB")
+
+
+def _image_hash(image: Any) -> str:
+    """A short hash of an image's pixels (and size), recorded for img2img so regenerate can check its input."""
+    import hashlib
+
+    rgb = image.convert("RGB")
+    return hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()[:10]
+
+
+def _encode(pipeline: Any, job: _Job, run: _Run, safe: Any, applied: Applied,
+            extras: ExtraNetworks | None) -> tuple[PromptEmbeds, PromptEmbeds | None]:
+    o = run.o
+    if run.kind is PipelineKind.SDXL:
+        pooled_text = None
+        if o.pooled == "user":
+            pooled_text = job.pooled_source
+            if extras is not None:
+                pooled_text = applied.prompt if pooled_text == job.prompt else extras.encoder_text(pooled_text)
+        return encode_prompt(pipeline, applied.prompt, applied.negative, kind=run.kind, pooled_text=pooled_text,
+                             backtrack=o.backtrack, clip_skip=o.clip_skip), None
+    if run.kind is PipelineKind.SD:
         extra = (safe.safety_concept,) if safe is not None else ()
-        return encode_prompt(pipeline, job.prompt, s.negative, kind=s.kind, backtrack=s.backtrack, extra=extra), None
-    embeds = encode_prompt(pipeline, job.prompt, s.negative, kind=s.kind)
+        return encode_prompt(pipeline, applied.prompt, applied.negative, kind=run.kind, backtrack=o.backtrack,
+                             extra=extra, clip_skip=o.clip_skip), None
+    embeds = encode_prompt(pipeline, job.prompt, o.negative, kind=run.kind)
     upscaler = getattr(pipeline, "stage3", None)
     if upscaler is None:
         return embeds, None
-    text = job.prompt if s.cascade.upscaler_prompt == "expanded" else job.pooled_source
-    return embeds, encode_upscaler_prompt(upscaler, text, s.negative)
+    text = job.prompt if o.cascade.upscaler_prompt == "expanded" else job.pooled_source
+    return embeds, encode_upscaler_prompt(upscaler, text, o.negative)
 
 
 def _nsfw(output: Any) -> bool | None:
@@ -285,15 +277,33 @@ def _nsfw(output: Any) -> bool | None:
     return bool(flags[0])
 
 
-def _denoise(pipeline: Any, embeds: PromptEmbeds, up: PromptEmbeds | None, seed: int, s: _Settings,
-             safe: Any, job: _Job) -> tuple[Any, bool | None]:
+def _step_kwargs(pipe: Any, tick: Callable[[], None] | None) -> dict[str, Any]:
+    """Per-step progress through the pipeline's callback (new style, or the old one of the Safe pipeline)."""
+    if tick is None:
+        return {}
+    params = inspect.signature(type(pipe).__call__).parameters
+    if "callback_on_step_end" in params:
+        def on_step_end(_pipe: Any, _step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            tick()
+            return kwargs
+
+        return {"callback_on_step_end": on_step_end}
+    if "callback" in params:
+        return {"callback": lambda *_: tick(), "callback_steps": 1}
+    return {}
+
+
+def _denoise(pipeline: Any, embeds: PromptEmbeds, up: PromptEmbeds | None, seed: int, run: _Run, safe: Any,
+             i2i: Any, init: Any, job: _Job, tick: Callable[[], None] | None) -> tuple[Any, bool | None]:
     import torch
 
     def gen() -> Any:
         return torch.Generator("cpu").manual_seed(seed)
 
-    common = {"num_inference_steps": s.steps, "guidance_scale": s.guidance, "width": s.width, "height": s.height}
-    if s.kind is PipelineKind.SD and safe is not None:
+    o = run.o
+    common = {"num_inference_steps": o.steps, "guidance_scale": o.guidance}
+    size = {"width": o.width, "height": o.height}
+    if run.kind is PipelineKind.SD and safe is not None:
         pos, neg = embeds.prompt_embeds, embeds.negative_prompt_embeds
         concept = embeds.extra[0]
 
@@ -304,52 +314,100 @@ def _denoise(pipeline: Any, embeds: PromptEmbeds, up: PromptEmbeds | None, seed:
             return torch.cat([neg, pos, concept] if enable_safety_guidance else [neg, pos])
 
         safe._encode_prompt = encode_override  # our chunked, weighted embeddings instead of its truncating encoder
-        out = safe(prompt=job.prompt, generator=gen(), **common, **(s.sld or {}))
+        out = safe(prompt=job.prompt, generator=gen(), **common, **size, **(o.sld or {}), **_step_kwargs(safe, tick))
         return out.images[0], _nsfw(out)
-    if s.kind in (PipelineKind.SD, PipelineKind.SDXL):
-        out = pipeline(**embeds.call_kwargs(), generator=gen(), output_type="pil", **common)
-        return out.images[0], _nsfw(out)
+    if run.kind in (PipelineKind.SD, PipelineKind.SDXL):
+        if init is not None:  # img2img: the init image at the run's size
+            image = init if init.size == (o.width, o.height) else init.resize((o.width, o.height))
+            out = i2i(**embeds.call_kwargs(), image=image, strength=o.strength, generator=gen(), output_type="pil",
+                      **common, **_step_kwargs(i2i, tick))
+            return out.images[0], _nsfw(out)
+        out = pipeline(**embeds.call_kwargs(), generator=gen(), output_type="pil", **common, **size,
+                       **_step_kwargs(pipeline, tick))
+        image, nsfw = out.images[0], _nsfw(out)
+        if o.hires_scale is not None and i2i is not None:
+            from PIL import Image
+
+            w, h = _hires_size(o)
+            big = image.resize((w, h), Image.Resampling.LANCZOS)
+            out = i2i(**embeds.call_kwargs(), image=big, strength=o.hires_strength, generator=gen(),
+                      output_type="pil", num_inference_steps=o.hires_steps or o.steps, guidance_scale=o.guidance,
+                      **_step_kwargs(i2i, tick))
+            image, nsfw = out.images[0], _nsfw(out) if _nsfw(out) is not None else nsfw
+        return image, nsfw
     cascade = pipeline if isinstance(pipeline, IFCascade) else IFCascade(pipeline)
     later = cascade.stage2 is not None or cascade.stage3 is not None
-    out = cascade.stage1(**embeds.call_kwargs(), generator=gen(), output_type="pt" if later else "pil", **common)
+    out = cascade.stage1(**embeds.call_kwargs(), generator=gen(), output_type="pt" if later else "pil", **common,
+                         **size, **_step_kwargs(cascade.stage1, tick))
     image, nsfw = out.images, _nsfw(out)
     if cascade.stage2 is not None:
         out = cascade.stage2(image=image, **embeds.call_kwargs(), generator=gen(),
-                             num_inference_steps=s.cascade.stage2_steps or s.steps,
-                             guidance_scale=s.cascade.stage2_guidance,
-                             output_type="pt" if cascade.stage3 is not None else "pil")
+                             num_inference_steps=o.cascade.stage2_steps or o.steps,
+                             guidance_scale=o.cascade.stage2_guidance,
+                             output_type="pt" if cascade.stage3 is not None else "pil",
+                             **_step_kwargs(cascade.stage2, tick))
         image, nsfw = out.images, _nsfw(out) if _nsfw(out) is not None else nsfw
     if cascade.stage3 is not None and up is not None:
         if hasattr(image, "clamp"):  # IF gives [-1, 1] tensors; the upscaler's processor wants [0, 1]
             image = (image / 2 + 0.5).clamp(0, 1)
-        out = cascade.stage3(image=image, **up.call_kwargs(), generator=gen(), noise_level=s.cascade.noise_level,
-                             num_inference_steps=s.cascade.stage3_steps or s.steps,
-                             guidance_scale=s.cascade.stage3_guidance, output_type="pil")
+        out = cascade.stage3(image=image, **up.call_kwargs(), generator=gen(), noise_level=o.cascade.noise_level,
+                             num_inference_steps=o.cascade.stage3_steps or o.steps,
+                             guidance_scale=o.cascade.stage3_guidance, output_type="pil",
+                             **_step_kwargs(cascade.stage3, tick))
         image, nsfw = out.images, _nsfw(out) if _nsfw(out) is not None else nsfw
     return image[0], nsfw
 
 
-def _infotext(job: _Job, seed: int, s: _Settings, sampler: str) -> str:
+def _hires_size(o: GenerationOptions) -> tuple[int, int]:
+    """The hires pass's size: the base size times the factor, rounded down to multiples of 8."""
+    assert o.width is not None and o.height is not None and o.hires_scale is not None
+    return int(o.width * o.hires_scale) // 8 * 8, int(o.height * o.hires_scale) // 8 * 8
+
+
+def _steps_per_image(run: _Run) -> int:
+    o = run.o
+    if run.kind is PipelineKind.IF:
+        c = o.cascade
+        return o.steps + (c.stage2_steps or o.steps) + (c.stage3_steps or o.steps)
+    if o.init_image is not None:
+        return max(1, int(o.steps * o.strength))
+    extra = max(1, int((o.hires_steps or o.steps) * o.hires_strength)) if o.hires_scale is not None else 0
+    return o.steps + extra
+
+
+def _infotext(job: _Job, seed: int, run: _Run, sampler: str, applied: Applied, init_hash: str | None) -> str:
+    o = run.o
     params: dict[str, object] = {
-        "Steps": s.steps, "Sampler": sampler, "CFG scale": s.guidance, "Seed": seed, "Size": f"{s.width}x{s.height}",
-        "Model": s.model, "Model kind": s.kind.value,
+        "Steps": o.steps, "Sampler": sampler, "CFG scale": o.guidance, "Seed": seed, "Size": f"{o.width}x{o.height}",
+        "Model hash": run.model_hash, "Model": run.model, "Model kind": run.kind.value,
     }
-    if s.kind is PipelineKind.SDXL:
-        params["Pooled"] = s.pooled
-    if s.kind is PipelineKind.IF:
-        c = s.cascade
-        params.update({"Stage 2 steps": c.stage2_steps or s.steps, "Stage 2 CFG scale": c.stage2_guidance,
-                       "Stage 3 steps": c.stage3_steps or s.steps, "Stage 3 CFG scale": c.stage3_guidance,
+    if o.clip_skip != 1:
+        params["Clip skip"] = o.clip_skip
+    if o.init_image is not None:
+        params["Denoising strength"] = o.strength
+        params["Init image hash"] = init_hash
+    if o.hires_scale is not None:
+        params["Denoising strength"] = o.hires_strength
+        params["Hires upscale"] = o.hires_scale
+        params["Hires steps"] = o.hires_steps
+        params["Hires upscaler"] = HIRES_UPSCALER
+    if run.kind is PipelineKind.SDXL:
+        params["Pooled"] = o.pooled
+    if run.kind is PipelineKind.IF:
+        c = o.cascade
+        params.update({"Stage 2 steps": c.stage2_steps or o.steps, "Stage 2 CFG scale": c.stage2_guidance,
+                       "Stage 3 steps": c.stage3_steps or o.steps, "Stage 3 CFG scale": c.stage3_guidance,
                        "Noise level": c.noise_level, "Upscaler prompt": c.upscaler_prompt})
-    if s.sld is not None:
-        params["SLD"] = dict(s.sld)
-    if s.safety_checker:
+    if o.sld is not None:
+        params["SLD"] = dict(o.sld)
+    if o.safety_checker:
         params["Safety checker"] = "on"
+    params.update(applied.infotext())
     params.update(job.tipo)
     from .. import __version__
 
     params["Version"] = f"tipo {__version__}"
-    return format_parameters(job.prompt, s.negative, params)
+    return format_parameters(job.prompt, o.negative, params)
 
 
 _NUMBERED = re.compile(r"^(\d{5})-")
@@ -361,50 +419,70 @@ def _next_file_index(out_dir: Path) -> int:
 
 
 class _Counter:
-    def __init__(self, total: int) -> None:
-        import sys
+    """A plain-text progress line when tqdm is missing."""
 
-        self.total, self.n, self._err = total, 0, sys.stderr
+    def __init__(self, total: int) -> None:
+        self.total, self.n, self._err, self._post = total, 0, sys.stderr, ""
 
     def update(self, k: int) -> None:
         self.n += k
-        print(f"\rtipo generate: {self.n}/{self.total}", end="", file=self._err)
+        self._show()
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self._post = text
+        self._show()
+
+    def _show(self) -> None:
+        print(f"\rtipo generate: {self.n}/{self.total} {self._post}", end="", file=self._err)
 
     def close(self) -> None:
         print(file=self._err)
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool | None) -> Any:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return _Counter(total)
-    import sys
-
     return tqdm(total=total, unit="image", desc="tipo generate", file=sys.stderr)
 
 
-def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, s: _Settings, *, n: int,
-            seeds: Callable[[int], int], overlap: bool, progress: bool, out_dir: Path | None,
-            result: GenerationResult) -> None:
-    """Expand (maybe in the background), encode, denoise and record ``count`` prompts x ``n`` images."""
+def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, run: _Run, *, seeds: Callable[[int], int],
+            overlap: bool, out_dir: Path | None, result: GenerationResult) -> None:
+    """Expand (maybe in the background), apply extra networks, encode, denoise and record ``count`` x ``n``."""
+    o = run.o
     stage1 = stages(pipeline)[0]
-    safe = _sld_pipeline(stage1) if s.sld is not None else None
-    sampler = type(stage1.scheduler).__name__
+    scheduler = scheduler_for(o.sampler, stage1.scheduler) if o.sampler is not None else None
     start_index = 0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         start_index = _next_file_index(out_dir)
-    bar = _progress(count * n, progress)
+    init = _open_image(o.init_image) if o.init_image is not None else None
+    init_hash = _image_hash(init) if init is not None else None
+    bar = _progress(count * o.n, o.progress)
+    per_image = _steps_per_image(run)
+    step = [0]
+
+    def tick() -> None:
+        step[0] += 1
+        bar.set_postfix_str(f"step {min(step[0], per_image)}/{per_image}")
+
     expand_s = denoise_s = 0.0
     t0 = time.perf_counter()
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tipo-expand") \
         if overlap else None
+    extras: ExtraNetworks | None = None
     try:
         pending = executor.submit(prepare, 0) if executor is not None else None
-        with _run_settings(pipeline, quiet=True, safety_checker=s.safety_checker):
+        with _run_settings(pipeline, o.safety_checker, scheduler):
+            sampler = sampler_name(stage1.scheduler)
+            safe = _sld_pipeline(stage1) if o.sld is not None else None
+            i2i = _img2img_pipeline(stage1, run.kind) if init is not None or o.hires_scale is not None else None
+            extras = ExtraNetworks(stage1, run.kind, o.lora_dir, o.embedding_dir)
             for i in range(count):
                 if pending is not None:
                     job = pending.result()
@@ -413,21 +491,28 @@ def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, s: _Setti
                     job = prepare(i)
                 expand_s += job.seconds
                 t_prompt = time.perf_counter()
-                embeds, up = _encode(pipeline, job, s, safe)
+                parts = split_prompt(job.prompt)
+                applied = extras.apply(job.prompt, o.negative, parts.extras)
+                embeds, up = _encode(pipeline, job, run, safe, applied, extras)
                 reports: tuple[EncoderReport, ...] = embeds.reports + (up.reports if up is not None else ())
-                for j in range(n):
-                    k = i * n + j
+                ignored = tuple(e for e in embeds.ignored if e not in {t.text for t in applied.lora_tags})
+                for j in range(o.n):
+                    k = i * o.n + j
                     seed = seeds(k)
                     t_img = time.perf_counter()
-                    image, nsfw = _denoise(pipeline, embeds, up, seed, s, safe, job)
+                    step[0] = 0
+                    image, nsfw = _denoise(pipeline, embeds, up, seed, run, safe, i2i, init, job,
+                                           tick if bar is not None else None)
                     record = ImageRecord(
-                        index=k, prompt_index=i, seed=seed, prompt=job.prompt, negative=s.negative,
-                        user_prompt=job.user_prompt, user_caption=job.user_caption, kind=s.kind.value,
-                        model=s.model, sampler=sampler, steps=s.steps, guidance=s.guidance, width=s.width,
-                        height=s.height, pooled=s.pooled if s.kind is PipelineKind.SDXL else None,
-                        encoding=reports, ignored=embeds.ignored, nsfw=nsfw,
-                        parameters=_infotext(job, seed, s, sampler), expansion=job.expansion,
-                        seconds=round(time.perf_counter() - t_img, 6),
+                        index=k, prompt_index=i, seed=seed, prompt=job.prompt, negative=o.negative,
+                        user_prompt=job.user_prompt, user_caption=job.user_caption, kind=run.kind.value,
+                        model=run.model, sampler=sampler, steps=o.steps, guidance=float(o.guidance or 0),
+                        width=int(o.width or 0), height=int(o.height or 0),
+                        pooled=o.pooled if run.kind is PipelineKind.SDXL else None,
+                        encoding=reports, ignored=ignored, nsfw=nsfw,
+                        parameters=_infotext(job, seed, run, sampler, applied, init_hash), expansion=job.expansion,
+                        seconds=round(time.perf_counter() - t_img, 6), loras=tuple(applied.loras),
+                        embeddings=tuple(applied.embeddings), clip_skip=o.clip_skip,
                     )
                     if out_dir is not None:
                         path = write_png(image, out_dir / f"{start_index + k:05d}-{seed}.png", record.parameters)
@@ -440,25 +525,44 @@ def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, s: _Setti
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        if extras is not None:
+            result.notes.extend(extras.notes)
+            extras.close()
         if bar is not None:
             bar.close()
     result.timings.update({"expand": round(expand_s, 6), "denoise": round(denoise_s, 6),
                            "wall": round(time.perf_counter() - t0, 6), "overlap": float(overlap)})
 
 
+def _check_pipeline(pipeline: Any, kind: PipelineKind, o: GenerationOptions) -> None:
+    """What only the loaded pipeline can tell: its safety checker, and which options its kind supports."""
+    stage1 = stages(pipeline)[0]
+    if o.safety_checker:
+        if kind is PipelineKind.SDXL:
+            raise RequestError("diffusers' SDXL pipeline has no image safety checker")
+        if getattr(stage1, "safety_checker", None) is None:
+            raise RequestError("this pipeline has no safety checker; load it with "
+                               "load_pipeline(..., safety_checker=True or <checker folder or id>)")
+    if o.sld is not None and kind is not PipelineKind.SD:
+        raise RequestError("Safe Latent Diffusion exists only for Stable Diffusion 1.x/2.x pipelines in diffusers")
+    if kind is PipelineKind.IF:
+        for name, value in (("sampler", o.sampler), ("init_image", o.init_image), ("hires_scale", o.hires_scale),
+                            ("lora_dir", o.lora_dir), ("embedding_dir", o.embedding_dir)):
+            if value is not None:
+                raise RequestError(f"{name} is for SD and SDXL pipelines; the DeepFloyd IF cascade does not take it")
+        if o.clip_skip != 1:
+            raise RequestError("clip_skip is for the CLIP encoders of SD and SDXL; DeepFloyd IF reads T5")
+    if o.sld is not None and (o.init_image is not None or o.hires_scale is not None):
+        raise RequestError("Safe Latent Diffusion runs text-to-image only here; leave out init_image / hires_scale")
+
+
 # -- the entry point -----------------------------------------------------------------------------
 PromptLike = str | Request | Expansion
 
 
-def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, *, kind: PipelineKind | str | None = None,
-             n: int = 1, steps: int = 30, seed: int | None = None, negative: str = "",
-             width: int | None = None, height: int | None = None, guidance: float | None = None,
+def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, options: GenerationOptions | None = None, *,
              expander: Any = None, sampling: Sampling | None = None, template: object = None, task: str | None = None,
-             request_fields: dict[str, object] | None = None, pooled: str = "user",
-             cascade: CascadeSettings | None = None, lm_memory: str = "keep", offload: str | None = None,
-             overlap: bool | None = None, safety_checker: bool | None = None, sld: object = None,
-             out_dir: str | os.PathLike[str] | None = None, progress: bool = False, model_name: str | None = None,
-             backtrack: int = 20, load_options: dict[str, Any] | None = None) -> GenerationResult:
+             request_fields: dict[str, object] | None = None, **changes: Any) -> GenerationResult:
     """Make ``n`` images for each prompt, expanding with TIPO first when given an expander.
 
     Args:
@@ -466,35 +570,15 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, *, kind:
             :class:`~tipo.result.Expansion`. With an ``expander``, strings and requests are expanded;
             without one, strings are used as they are (A1111 syntax honoured).
         pipeline: a StableDiffusion / StableDiffusionXL / IF pipeline, an :class:`IFCascade`, or a
-            folder / Hub id, loaded with :func:`load_pipeline` (``load_options`` passed on).
-        kind: ``"sd"``, ``"sdxl"``, ``"if"``; None detects it. A mismatch is an error.
-        n: images per prompt. steps: denoising steps. seed: base seed (None: a fresh one);
-            image ``k`` uses ``(seed + k) % 2**32``, the expansion of prompt ``i`` uses
-            ``tipo.batch.derive_seed(seed, i)`` unless ``sampling.seed`` is set.
-        negative: the negative prompt (A1111 syntax; padded to the prompt's chunk count).
-        width, height: image size (multiples of 8); None: the pipeline's default. Strings to
-            expand also get them as the request's aspect ratio.
-        guidance: CFG scale; None: the pipeline's default.
+            folder / Hub id / single-file checkpoint, loaded with :func:`load_pipeline`
+            (``options.load_options`` passed on).
+        options: a :class:`~tipo.image.options.GenerationOptions`; its fields can also be given as
+            keyword arguments (``steps=20``), which override it. See that class for every setting.
         expander: an :class:`~tipo.expander.Expander` (or anything with its ``expand``), or a model
             name/path (then loaded and closed here).
         sampling, template, task, request_fields: TIPO sampling settings, template, forced task, and
-            Request fields for strings (e.g. ``{"length": "short"}``).
-        pooled: SDXL: ``"user"`` (the pooled embedding comes from the user's own tags) or
-            ``"expanded"`` (from the expanded prompt's first chunk).
-        cascade: IF stage II/III settings.
-        lm_memory: ``"keep"``; ``"cpu"`` (move a transformers LM to the CPU first); ``"unload"``
-            (expand every prompt, close the expander, then load and run the diffusion model).
-        offload: ``"model"``/``"sequential"``: diffusers' CPU offload (CUDA only; else a no-op + note).
-        overlap: expand the next prompt in a background thread while the current one denoises;
-            None: on when the pipeline runs on CUDA.
-        safety_checker: None leaves the pipeline as it is; True requires its checker (flagged images
-            come back black and ``record.nsfw`` is True); False detaches it for this run.
-        sld: Safe Latent Diffusion (SD 1.x/2.x): True, a preset (weak, medium, strong, max) or a dict
-            of ``sld_*`` settings.
-        out_dir: save each image there as ``NNNNN-<seed>.png`` (atomic), with its parameters.
-        progress: a progress bar over the images on stderr (diffusers' per-step bars are silenced).
-        model_name: the ``Model`` written into the parameters (default: the pipeline's folder or id).
-        backtrack: how far back (tokens) a CLIP chunk may end at a comma (A1111's default 20).
+            Request fields for strings (e.g. ``{"length": "short"}``). The expansion of prompt ``i``
+            uses ``tipo.batch.derive_seed(seed, i)`` unless ``sampling.seed`` is set.
 
     Returns:
         A :class:`GenerationResult` with the images and one record per image.
@@ -505,22 +589,13 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, *, kind:
         >>> r.seeds  # doctest: +SKIP
         [1, 2]
     """
-    # 1. validate (a named pipeline's kind too: its model_index.json is read, nothing loaded)
-    n, steps, width, height, guidance = check_numbers(n, steps, width, height, guidance)
-    kind = parse_kind(kind)
-    if isinstance(pipeline, (str, os.PathLike)):
-        kind = detect_kind(str(pipeline), kind, bool((load_options or {}).get("local_files_only", False)))
-    if pooled not in POOLED:
-        raise RequestError(f"pooled={pooled!r} is not valid; choose 'user' or 'expanded'")
-    if lm_memory not in LM_MEMORY:
-        raise RequestError(f"lm_memory={lm_memory!r} is not valid; choose one of {', '.join(LM_MEMORY)}")
-    if lm_memory == "unload" and overlap:
-        raise RequestError("overlap needs the language model while the pipeline runs; lm_memory='unload' closes "
-                           "it first: use one or the other")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_RANGE):
-        raise RequestError(f"seed={seed!r} is not valid; give a whole number in [0, 2**32) or None")
-    sld_settings = _sld_settings(sld)
-    cascade = cascade or CascadeSettings()
+    # 1. validate (a named pipeline's kind too: its model_index.json or checkpoint header is read)
+    o = GenerationOptions.build(options, **changes)
+    kind = o.kind
+    source = str(pipeline) if isinstance(pipeline, (str, os.PathLike)) else None
+    if source is not None:
+        kind = detect_kind(source, kind, bool(o.load_options.get("local_files_only", False)),
+                           o.load_options.get("config"))
     items = [prompts] if isinstance(prompts, (str, Request, Expansion)) else list(prompts)
     if not items:
         raise RequestError("no prompts given")
@@ -529,16 +604,15 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, *, kind:
             raise RequestError(f"prompts must be strings, tipo.Request or tipo.Expansion, got {type(item).__name__}")
         if isinstance(item, Request) and expander is None:
             raise RequestError("a tipo.Request needs an expander (an Expander or a model path) to expand it")
-    if isinstance(backtrack, bool) or not isinstance(backtrack, int) or backtrack < 0:
-        raise RequestError(f"backtrack={backtrack!r} is not valid; give a whole number of tokens >= 0 (0: no backtrack)")
     request_fields = dict(request_fields or {})
     require("torch", "image", "The image stage")
     require("diffusers", "image", "The image stage")
+    embedding_names = [p.stem for p in embedding_index(o.embedding_dir).values()]
 
     from ..batch import derive_seed
     from ..expander import Expander, fresh_seed
 
-    base = seed if seed is not None else fresh_seed()
+    base = o.seed if o.seed is not None else fresh_seed()
     result = GenerationResult(base_seed=base)
     # Anything with .expand (an Expander, a pool) is used as is; a name or path is loaded here.
     own_expander = expander is not None and not hasattr(expander, "expand")
@@ -555,84 +629,102 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, *, kind:
             request = item
             if isinstance(item, str):
                 fields = dict(request_fields)
-                if width is not None and "width" not in fields and "aspect_ratio" not in fields:
-                    fields.update(width=width, height=height)
+                if o.width is not None and "width" not in fields and "aspect_ratio" not in fields:
+                    fields.update(width=o.width, height=o.height)
                 request = Request(item, **fields)  # type: ignore[arg-type]
+            assert isinstance(request, Request)
+            user_tags = request.tags
+            kept, front = split_embeddings(user_tags, embedding_names)  # embedding words never reach the LM
+            if front:
+                request = replace(request, tags=kept)
             samp = sampling or Sampling()
             if samp.seed is None:
                 samp = samp.with_seed(derive_seed(base, i))
             t = time.perf_counter()
             expansion = expander.expand(request, samp, template=template, task=task)  # type: ignore[arg-type]
-            return _job_from_expansion(i, expansion, template, time.perf_counter() - t)
+            return _job_from_expansion(i, expansion, template, time.perf_counter() - t, front,
+                                       user_tags if front else None)
 
         # 2. memory hand-off
         prepared: list[_Job] | None = None
-        if expander is not None and lm_memory == "unload":
+        if expander is not None and o.lm_memory == "unload":
             t = time.perf_counter()
             prepared = [prepare(i) for i in range(len(items))]
             expander.close()
             result.notes.append(f"expanded {len(items)} prompt(s) in {time.perf_counter() - t:.2f} s, then "
                                 "closed the language model before the diffusion model ran")
-        elif expander is not None and lm_memory == "cpu":
+        elif expander is not None and o.lm_memory == "cpu":
             _lm_to_cpu(expander, result.notes)
 
         # 3. the pipeline
-        if isinstance(pipeline, (str, os.PathLike)):
-            options = {"offload": offload, **(load_options or {})}
-            if safety_checker and "safety_checker" not in options:
-                options["safety_checker"] = True
-            pipeline = load_pipeline(pipeline, kind, notes=result.notes, **options)
+        if source is not None:
+            load = {"offload": o.offload, **o.load_options}
+            if o.safety_checker and "safety_checker" not in load:
+                load["safety_checker"] = True
+            pipeline = load_pipeline(source, kind, notes=result.notes, **load)
         elif isinstance(pipeline, (tuple, list)):
             pipeline = IFCascade(*pipeline)
         else:
-            apply_offload(pipeline, offload, result.notes)
+            apply_offload(pipeline, o.offload, result.notes)
         found = pipeline_kind(pipeline)
         if kind is not None and kind is not found:
             raise RequestError(f"kind {kind.value!r} does not match the pipeline: it is a "
                                f"{type(stages(pipeline)[0]).__name__} (kind {found.value!r})")
-        kind = found
+        _check_pipeline(pipeline, found, o)
         stage1 = stages(pipeline)[0]
-        if safety_checker:
-            if kind is PipelineKind.SDXL:
-                raise RequestError("diffusers' SDXL pipeline has no image safety checker")
-            if getattr(stage1, "safety_checker", None) is None:
-                raise RequestError("this pipeline has no safety checker; load it with "
-                                   "load_pipeline(..., safety_checker=True or <checker folder or id>)")
-        if sld_settings is not None and kind is not PipelineKind.SD:
-            raise RequestError("Safe Latent Diffusion exists only for Stable Diffusion 1.x/2.x pipelines in diffusers")
-        if guidance is None:
-            guidance = float(_call_default(stage1, "guidance_scale", 7.5))
-        if sld_settings is not None and guidance <= 1:
+        guidance = o.guidance if o.guidance is not None else float(_call_default(stage1, "guidance_scale", 7.5))
+        if o.sld is not None and guidance <= 1:
             raise RequestError("Safe Latent Diffusion works through classifier-free guidance; use guidance > 1")
+        width, height = o.width, o.height
         if width is None or height is None:
-            width, height = _default_size(stage1, kind)
+            if o.init_image is not None:
+                w0, h0 = _open_image(o.init_image).size
+                width, height = max(8, w0 // 8 * 8), max(8, h0 // 8 * 8)
+            else:
+                width, height = _default_size(stage1, found)
         device = getattr(stage1, "_execution_device", None) or stage1.device
+        overlap = o.overlap
         if overlap is None:
             overlap = expander is not None and prepared is None and getattr(device, "type", str(device)) == "cuda"
         overlap = bool(overlap) and prepared is None and expander is not None
-        settings = _Settings(kind, steps, guidance, width, height, negative, pooled, cascade, sld_settings,
-                             safety_checker, backtrack, _model_name(pipeline, model_name))
+        run = _Run(o.replace(kind=found, guidance=guidance, width=width, height=height), found,
+                   _model_name(pipeline, o.model_name, source), _model_hash(source))
 
-        # 4-5. expand / encode / denoise / record / save
-        def source(i: int) -> _Job:
+        # 4-6. set up, expand / apply / encode / denoise / record / save, undo
+        def source_job(i: int) -> _Job:
             return prepared[i] if prepared is not None else prepare(i)
 
-        _render(source, len(items), pipeline, settings, n=n, seeds=lambda k: image_seed(base, k), overlap=overlap,
-                progress=progress, out_dir=Path(out_dir) if out_dir is not None else None, result=result)
+        _render(source_job, len(items), pipeline, run, seeds=lambda k: image_seed(base, k), overlap=overlap,
+                out_dir=o.out_dir, result=result)
     finally:
         if own_expander and expander is not None:
             expander.close()
     return result
 
 
-def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: PipelineKind | str | None = None) -> Any:
-    """Make the image of a PNG that :func:`generate` saved again, from its ``parameters`` chunk.
+# -- regenerate ---------------------------------------------------------------------------------
+def _recorded_sampler(params: dict[str, Any]) -> str | None:
+    name = params.get("Sampler")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    try:
+        return canonical_name(name, params.get("Schedule type"))
+    except RequestError as exc:
+        raise RequestError(f"the PNG's sampler cannot be made with diffusers here: {exc}") from None
 
-    Uses the recorded prompt, negative, seed, steps, size, CFG scale, sampler (the pipeline's
-    scheduler is swapped for the recorded class during the call if it differs), SDXL pooled
-    source, IF stage settings and SLD settings. No language model is needed: the expanded prompt
-    is in the file. ``pipeline`` is an object, an IF cascade (or its stages as a tuple), or a
-    folder / Hub id to load.
+
+def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: PipelineKind | str | None = None,
+               lora_dir: str | os.PathLike[str] | None = None, embedding_dir: str | os.PathLike[str] | None = None,
+               init_image: Any = None, load_options: dict[str, Any] | None = None) -> Any:
+    """Make the image of a PNG again from its ``parameters`` chunk (written by ``tipo generate`` or A1111).
+
+    Uses the recorded prompt (extra-network tags and embedding words included: give the same
+    ``lora_dir`` / ``embedding_dir``; their recorded hashes must match the files), negative, seed,
+    steps, size, CFG scale, sampler (A1111 names, and the diffusers class names older tipo PNGs
+    hold), clip skip, img2img (``init_image`` must be the same picture: its recorded hash is checked)
+    and hires settings, SDXL pooled source, IF stage settings and SLD settings. No language model is
+    needed: the expanded prompt is in the file. ``pipeline`` is an object, an IF cascade (or its stages
+    as a tuple), or a folder / Hub id / checkpoint file to load (``load_options`` passed on).
 
     Example:
         >>> image = regenerate("out/00000-1.png", pipe)  # doctest: +SKIP
@@ -643,11 +735,30 @@ def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: Pipelin
         steps = int(params["Steps"])
         guidance = float(params["CFG scale"])
         width, height = (int(v) for v in str(params["Size"]).split("x"))
+        clip_skip = int(params.get("Clip skip", 1))
+        hires = float(params["Hires upscale"]) if "Hires upscale" in params else None
+        hires_steps = int(params["Hires steps"]) if int(params.get("Hires steps", 0) or 0) > 0 else None
+        strength = float(params["Denoising strength"]) if "Denoising strength" in params else None
     except (KeyError, ValueError) as exc:
-        raise RequestError(f"{png_path}: the parameters lack or garble {exc}; it was not written by tipo generate") \
-            from None
+        raise RequestError(f"{png_path}: the parameters lack or garble {exc}; it was not written by tipo generate "
+                           "or A1111") from None
+    written_by_tipo = str(params.get("Version", "")).startswith("tipo")
     recorded_kind = params.get("Model kind")
     kind = parse_kind(kind) or parse_kind(recorded_kind)
+    upscaler = params.get("Hires upscaler")
+    if hires is not None and upscaler not in (None, HIRES_UPSCALER, "None"):
+        raise RequestError(f"{png_path} was made with the hires upscaler {upscaler!r}; tipo's hires pass resizes with "
+                           f"{HIRES_UPSCALER} only, so it cannot make this image again")
+    if hires is None and strength is not None and init_image is None:
+        raise RequestError(f"{png_path} was made with img2img (Denoising strength {strength}); pass init_image=<the "
+                           "same input image>")
+    init = None
+    if init_image is not None:
+        init = _open_image(init_image)
+        recorded = params.get("Init image hash")
+        if recorded and recorded != _image_hash(init):
+            raise RequestError(f"init_image is not the picture {png_path} was made from (hash {_image_hash(init)}, "
+                               f"recorded {recorded})")
     tipo = {k: v for k, v in params.items() if k.startswith("TIPO ")}
     tipo = {k: (json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict) else v)
             for k, v in tipo.items()}
@@ -661,39 +772,49 @@ def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: Pipelin
                                   stage3_guidance=float(params["Stage 3 CFG scale"]),
                                   noise_level=int(params["Noise level"]),
                                   upscaler_prompt=str(params["Upscaler prompt"]))
-    if isinstance(pipeline, (str, os.PathLike)):
-        pipeline = load_pipeline(pipeline, kind)
+    source = str(pipeline) if isinstance(pipeline, (str, os.PathLike)) else None
+    recorded_hash = params.get("Model hash")
+    if source is not None and recorded_hash and _model_hash(source) not in (None, recorded_hash):
+        raise RequestError(f"{png_path} was made with the checkpoint of hash {recorded_hash}; {Path(source).name} "
+                           f"has hash {_model_hash(source)}")
+    if source is not None:
+        pipeline = load_pipeline(source, kind, **(load_options or {}))
     elif isinstance(pipeline, (tuple, list)):
         pipeline = IFCascade(*pipeline)
     found = pipeline_kind(pipeline)
     if kind is not None and kind is not found:
         raise RequestError(f"{png_path} was made with a {kind.value!r} pipeline, but this one is {found.value!r}")
-    stage1 = stages(pipeline)[0]
-    sampler = params.get("Sampler")
     sld = params.get("SLD")
-    settings = _Settings(found, steps, guidance, width, height, params.get("Negative prompt", ""),
-                         str(params.get("Pooled", "user")), cascade, sld if isinstance(sld, dict) else None,
-                         True if params.get("Safety checker") == "on" else None, 20, str(params.get("Model", "")))
+    options = GenerationOptions(
+        kind=found, steps=steps, seed=seed, negative=params.get("Negative prompt", ""), width=width, height=height,
+        guidance=guidance, sampler=_recorded_sampler(params) if found is not PipelineKind.IF else None,
+        clip_skip=clip_skip, pooled=str(params.get("Pooled", "user" if written_by_tipo else "expanded")),
+        cascade=cascade, init_image=init, strength=strength if init is not None and strength else 0.75,
+        hires_scale=hires, hires_steps=hires_steps, hires_strength=strength if hires and strength else 0.5,
+        lora_dir=None if lora_dir is None else Path(lora_dir),
+        embedding_dir=None if embedding_dir is None else Path(embedding_dir), sld=sld if isinstance(sld, dict) else None,
+        safety_checker=True if params.get("Safety checker") == "on" else None, progress=False)
+    _check_pipeline(pipeline, found, options)
+    run = _Run(options, found, str(params.get("Model", "")), recorded_hash)
     result = GenerationResult(base_seed=seed)
-    with _scheduler(stage1, sampler):
-        _render(lambda i: job, 1, pipeline, settings, n=1, seeds=lambda k: seed, overlap=False, progress=False,
-                out_dir=None, result=result)
+    _render(lambda i: job, 1, pipeline, run, seeds=lambda k: seed, overlap=False, out_dir=None, result=result)
+    record = result.records[0]
+    for label, recorded_text, applied in (("Lora hashes", params.get("Lora hashes"), record.parameters),
+                                          ("TI hashes", params.get("TI hashes"), record.parameters)):
+        if recorded_text:
+            now = parse_parameters(applied).get(label)
+            if _hash_map(recorded_text) != _hash_map(now):
+                raise RequestError(f"{png_path}: the files in the LoRA/embedding folders are not the ones it was "
+                                   f"made with ({label}: recorded {recorded_text!r}, now {now!r})")
     return result.images[0]
 
 
-@contextlib.contextmanager
-def _scheduler(pipe: Any, name: object) -> Iterator[None]:
-    """Use the recorded scheduler class for the call, if the pipeline's differs; restore after."""
-    current = pipe.scheduler
-    if not isinstance(name, str) or not name or type(current).__name__ == name:
-        yield
-        return
-    diffusers = require("diffusers", "image", "The image stage")
-    cls = getattr(diffusers, name, None)
-    if cls is None or not hasattr(cls, "from_config"):
-        raise RequestError(f"the recorded sampler {name!r} is not a diffusers scheduler class")
-    pipe.scheduler = cls.from_config(current.config)
-    try:
-        yield
-    finally:
-        pipe.scheduler = current
+def _hash_map(text: object) -> dict[str, str]:
+    if not isinstance(text, str):
+        return {}
+    out = {}
+    for part in text.split(","):
+        name, _, digest = part.rpartition(":")
+        if name.strip():
+            out[name.strip().lower()] = digest.strip()
+    return out

@@ -65,7 +65,9 @@ class ImageRecord:
         kind, model, sampler, steps, guidance, width, height: the generation settings.
         pooled: SDXL only: ``"user"`` or ``"expanded"``, where the pooled embedding came from.
         encoding: per text encoder: chunks, tokens, and the text cut, if any.
-        ignored: extra-network tags (``<lora:…>``) that were not text and were left out.
+        ignored: extra-network tags that were left out of the text and not applied (``<hypernet:…>``).
+        loras, embeddings: the LoRAs and textual-inversion embeddings applied (names; hashes are in
+            ``parameters``). clip_skip: A1111's "Clip skip" used.
         nsfw: the safety checker's verdict (None when no checker ran).
         parameters: the A1111-style ``parameters`` text written into the PNG.
         expansion: the TIPO expansion (None for plain text).
@@ -94,6 +96,9 @@ class ImageRecord:
     expansion: Expansion | None = None
     seconds: float = 0.0
     path: Path | None = None
+    loras: tuple[str, ...] = ()
+    embeddings: tuple[str, ...] = ()
+    clip_skip: int = 1
 
     @property
     def cut(self) -> str:
@@ -107,7 +112,8 @@ class ImageRecord:
             "kind": self.kind, "model": self.model, "sampler": self.sampler, "steps": self.steps,
             "guidance": self.guidance, "width": self.width, "height": self.height, "pooled": self.pooled,
             "encoding": [r.to_dict() for r in self.encoding], "ignored": list(self.ignored), "nsfw": self.nsfw,
-            "parameters": self.parameters, "seconds": self.seconds,
+            "parameters": self.parameters, "seconds": self.seconds, "loras": list(self.loras),
+            "embeddings": list(self.embeddings), "clip_skip": self.clip_skip,
             "path": None if self.path is None else str(self.path),
             "expansion": None if self.expansion is None else self.expansion.to_dict(timings=False),
         }

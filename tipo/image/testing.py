@@ -16,12 +16,17 @@ Example:
 from __future__ import annotations
 
 import collections
+import re
 import string
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CORPUS",
+    "ldm_state_dict",
+    "save_single_file",
+    "save_tiny_embedding",
+    "save_tiny_lora",
     "save_tiny_sd",
     "tiny_clip_tokenizer",
     "tiny_if_pipelines",
@@ -201,8 +206,12 @@ def save_tiny_sd(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_sdxl_pipeline(seed: int = 0):  # noqa: ANN201
-    """A tiny :class:`~diffusers.StableDiffusionXLPipeline` (two CLIP encoders, pooled embedding)."""
+def tiny_sdxl_pipeline(seed: int = 0, hidden_2: int = 32):  # noqa: ANN201
+    """A tiny :class:`~diffusers.StableDiffusionXLPipeline` (two CLIP encoders, pooled embedding).
+
+    ``hidden_2`` is the second encoder's width; give it a value other than 32 for a pipeline that goes
+    through a single-file checkpoint (diffusers tells the two CLIPs apart by their widths there).
+    """
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -220,14 +229,14 @@ def tiny_sdxl_pipeline(seed: int = 0):  # noqa: ANN201
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
             addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-            projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=4,
+            projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=32 + hidden_2, norm_num_groups=4,
         )
         vae = AutoencoderKL(
             block_out_channels=(8, 8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
             down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
         )
         te1 = CLIPTextModel(_clip_text_config(tok1))
-        te2 = CLIPTextModelWithProjection(_clip_text_config(tok2))
+        te2 = CLIPTextModelWithProjection(_clip_text_config(tok2, hidden=hidden_2))
     _eval(unet, vae, te1, te2)
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                    steps_offset=1, timestep_spacing="leading")
@@ -348,3 +357,203 @@ def tiny_safety_checker(seed: int = 0, flag: bool | None = None):  # noqa: ANN20
     _eval(checker)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return checker, processor
+
+
+# -- single-file checkpoints in the original (LDM) layout ----------------------------------------
+def _unet_to_ldm(unet: Any) -> dict[str, Any]:
+    """A diffusers UNet's weights under the original Stable Diffusion names (the inverse of diffusers'
+    ``convert_ldm_unet_checkpoint``, for any number of blocks and layers)."""
+    cfg = unet.config
+    per = cfg.layers_per_block + 1  # LDM input_blocks / output_blocks per resolution level
+    resnet = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+              ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+             "class_embedding.linear_1": "label_emb.0.0", "class_embedding.linear_2": "label_emb.0.2"}
+    prefixes: list[tuple[str, str, bool]] = []  # (diffusers prefix, ldm prefix, is a resnet)
+    for i in range(len(cfg.down_block_types)):
+        for j in range(cfg.layers_per_block):
+            prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{1 + i * per + j}.0.", True))
+            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{1 + i * per + j}.1.", False))
+        prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(i + 1) * per}.0.op.", False))
+    for i, block in enumerate(unet.up_blocks):
+        has_attn = hasattr(block, "attentions") and block.attentions is not None and len(block.attentions) > 0
+        for j in range(per):
+            prefixes.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{i * per + j}.0.", True))
+            prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{i * per + j}.1.", False))
+        prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{i * per + per - 1}.{2 if has_attn else 1}.",
+                         False))
+    prefixes.append(("mid_block.attentions.0.", "middle_block.1.", False))
+    for j in range(2):
+        prefixes.append((f"mid_block.resnets.{j}.", f"middle_block.{2 * j}.", True))
+    out: dict[str, Any] = {}
+    for key, value in unet.state_dict().items():
+        new = None
+        for old, ldm in fixed.items():
+            if key.startswith(old + "."):
+                new = ldm + key[len(old):]
+        for old, ldm, is_resnet in prefixes:
+            if new is None and key.startswith(old):
+                rest = key[len(old):]
+                if is_resnet:
+                    for a, b in resnet:
+                        if rest.startswith(a + "."):
+                            rest = b + rest[len(a):]
+                new = ldm + rest
+        if new is None:
+            raise ValueError(f"no original-layout name for UNet weight {key}")
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _vae_to_ldm(vae: Any) -> dict[str, Any]:
+    """A diffusers AutoencoderKL's weights under the original names (``first_stage_model.*``)."""
+    n_up = len(vae.config.up_block_types)
+    attn = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
+    out: dict[str, Any] = {}
+    for key, value in vae.state_dict().items():
+        new = key.replace("conv_norm_out", "norm_out")
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
+                     lambda m: f"decoder.up.{n_up - 1 - int(m.group(1))}.block.", new)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                     lambda m: f"decoder.up.{n_up - 1 - int(m.group(1))}.upsample.", new)
+        new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", new)
+        new = new.replace("conv_shortcut", "nin_shortcut")
+        if "mid_block.attentions.0." in new:
+            new = new.replace("mid_block.attentions.0.", "mid.attn_1.")
+            for a, b in attn:
+                new = new.replace(f"attn_1.{a}.", f"attn_1.{b}.")
+            if value.ndim == 2:  # diffusers' linear -> the original 1x1 convolution
+                value = value[:, :, None, None]
+        out["first_stage_model." + new] = value
+    return out
+
+
+def _clip_to_ldm(encoder: Any, prefix: str) -> dict[str, Any]:
+    """A transformers CLIP text model in the HF layout under ``prefix`` (SD's cond_stage_model, SDXL's CLIP-L)."""
+    out = {}
+    for key, value in encoder.state_dict().items():
+        if key.startswith("text_projection"):
+            continue
+        name = key if key.startswith("text_model.") else "text_model." + key
+        out[prefix + name] = value
+    return out
+
+
+def _open_clip_to_ldm(encoder: Any, prefix: str) -> dict[str, Any]:
+    """A CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's CLIP-G: resblocks, fused in_proj)."""
+    import torch
+
+    sd = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in encoder.state_dict().items()}
+    out: dict[str, Any] = {
+        prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+        prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+        prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+        prefix + "ln_final.bias": sd["final_layer_norm.bias"],
+        prefix + "text_projection": sd["text_projection.weight"].T.contiguous(),
+    }
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+    for i in layers:
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for w in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{w}"] = torch.cat([sd[src + f"self_attn.{p}_proj.{w}"] for p in "qkv"])
+            out[dst + f"attn.out_proj.{w}"] = sd[src + f"self_attn.out_proj.{w}"]
+            out[dst + f"ln_1.{w}"] = sd[src + f"layer_norm1.{w}"]
+            out[dst + f"ln_2.{w}"] = sd[src + f"layer_norm2.{w}"]
+            out[dst + f"mlp.c_fc.{w}"] = sd[src + f"mlp.fc1.{w}"]
+            out[dst + f"mlp.c_proj.{w}"] = sd[src + f"mlp.fc2.{w}"]
+    return out
+
+
+def ldm_state_dict(pipe: Any) -> dict[str, Any]:
+    """An SD 1.x or SDXL diffusers pipeline's weights in the original single-file (LDM) layout."""
+    out = _unet_to_ldm(pipe.unet)
+    out.update(_vae_to_ldm(pipe.vae))
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        out.update(_clip_to_ldm(pipe.text_encoder, "conditioner.embedders.0.transformer."))
+        out.update(_open_clip_to_ldm(pipe.text_encoder_2, "conditioner.embedders.1.model."))
+    else:
+        out.update(_clip_to_ldm(pipe.text_encoder, "cond_stage_model.transformer."))
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def save_single_file(pipe: Any, path: str | Path) -> Path:
+    """Write ``pipe`` as one ``.safetensors`` (or ``.ckpt``: a torch ``{"state_dict": ...}``) checkpoint in the
+    original layout, as A1111 and ComfyUI users have them. Load it back with
+    ``load_pipeline(path, config=<a folder saved from a pipeline of the same shape>)``."""
+    path = Path(path)
+    state = ldm_state_dict(pipe)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        import torch
+
+        torch.save({"state_dict": state}, str(path))
+    return path
+
+
+# -- extra networks: LoRA and textual-inversion files --------------------------------------------
+def save_tiny_lora(path: str | Path, kind: str = "sd", seed: int = 1, rank: int = 4, hidden_2: int = 32,
+                   scale: float = 1.0, text_encoder: bool = True) -> Path:
+    """Write a LoRA for the tiny SD (``kind="sd"``) or SDXL pipeline as one diffusers-layout safetensors file.
+
+    It is made with peft on a fresh tiny pipeline (UNet attention and text-encoder attention layers,
+    rank ``rank``; ``text_encoder=False``: UNet only); its up-projections are random (peft starts them at
+    zero), so it changes the pixels.
+    Load it with ``pipe.load_lora_weights(folder, weight_name=name)`` or a ``<lora:stem:1>`` tag.
+    """
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    pipe = tiny_sdxl_pipeline(0, hidden_2=hidden_2) if kind == "sdxl" else tiny_sd_pipeline(0)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    encoders = ([pipe.text_encoder] + ([pipe.text_encoder_2] if kind == "sdxl" else [])) if text_encoder else []
+    for enc in encoders:  # peft directly (transformers' add_adapter insists on its own minimum peft version)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                           target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]), enc)
+    with _seeded(seed), torch.no_grad():
+        for module in [pipe.unet, *encoders]:
+            for name, param in module.named_parameters():
+                if "lora_B" in name or "lora_A" in name:
+                    param.copy_(torch.randn_like(param) * scale)
+    layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))}
+    for name, enc in zip(("text_encoder_lora_layers", "text_encoder_2_lora_layers"), encoders, strict=False):
+        layers[name] = convert_state_dict_to_diffusers(get_peft_model_state_dict(enc))
+    type(pipe).save_lora_weights(str(path.parent), weight_name=path.name, safe_serialization=True, **layers)
+    return path
+
+
+def save_tiny_embedding(path: str | Path, kind: str = "sd", vectors: int = 2, seed: int = 2,
+                        hidden_2: int = 32) -> Path:
+    """Write a textual-inversion embedding for the tiny pipelines, in the layout A1111 users have.
+
+    SD: ``.pt`` gives A1111's ``{"string_to_param": {"*": tensor}, "name": ...}``, ``.safetensors`` its
+    ``emb_params``; SDXL: safetensors with ``clip_l`` and ``clip_g``. ``vectors`` is the vector count.
+    """
+    import torch
+
+    path = Path(path)
+    with _seeded(seed):
+        clip_l = torch.randn(vectors, 32)
+        clip_g = torch.randn(vectors, hidden_2)
+    if kind == "sdxl":
+        from safetensors.torch import save_file
+
+        save_file({"clip_l": clip_l, "clip_g": clip_g}, str(path))
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"emb_params": clip_l}, str(path))
+    else:
+        torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": clip_l}, "name": path.stem, "step": 1,
+                    "sd_checkpoint": None, "sd_checkpoint_name": None}, str(path))
+    return path
