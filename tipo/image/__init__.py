@@ -48,9 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .kinds import PipelineKind  # noqa: F401
     from .loading import IFCascade, load_pipeline  # noqa: F401
     from .options import GenerationOptions  # noqa: F401
-    from .samplers import SAMPLERS  # noqa: F401
     from .prompts import split_prompt  # noqa: F401
     from .records import CascadeSettings, GenerationResult, ImageRecord  # noqa: F401
+    from .samplers import SAMPLERS  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -173,7 +173,7 @@ class _Encoder:
         with torch.no_grad():
             out = self.encoder(ids_t, **kwargs)
             back = self.clip_skip + (1 if self.penultimate else 0)
-            if back > 1 and back >= len(out.hidden_states):
+            if "output_hidden_states" in kwargs and back > len(out.hidden_states):
                 raise RequestError(f"clip_skip={self.clip_skip} is more than the {self.name} text encoder's "
                                    f"{len(out.hidden_states) - 1} layers allow")
             if self.penultimate:  # SDXL: clip_skip 1 is the penultimate layer, as SDXL was trained
