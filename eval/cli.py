@@ -106,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--image-height", type=int, metavar="PX", help="image height (default: the pipeline's)")
     s = r.add_argument_group("metrics (models are local folders or hub ids; nothing is downloaded offline)")
     s.add_argument("--metrics", metavar="LIST",
-                   help="optional groups to compute: tokens,clip,dino,aesthetic (default: every group whose models "
-                   "are given); text metrics are always computed")
+                   help="optional groups to compute: tokens,clip,dino,aesthetic,nudity (default: every group whose "
+                   "models are given; nudity when nudenet is installed); text metrics are always computed")
+    s.add_argument("--nudity-threshold", type=float, default=0.6, metavar="P",
+                   help="NudeNet score at which an exposed-nudity detection flags an image (default: 0.6)")
     s.add_argument("--clip", metavar="PATH", help="CLIP checkpoint for the CLIP score")
     s.add_argument("--dino", metavar="PATH", help="DINOv2 checkpoint for image Vendi and FDD")
     s.add_argument("--siglip", metavar="PATH", help="SigLIP so400m checkpoint for the aesthetic score")
@@ -156,7 +158,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - returns a RunC
     metrics = tuple(x.strip() for x in args.metrics.split(",") if x.strip()) if args.metrics else None
     scoring = ScoringSettings(clip=args.clip, dino=args.dino, siglip=args.siglip, aesthetic_head=args.aesthetic_head,
                               reference=args.reference, clip_tokenizer=args.clip_tokenizer,
-                              t5_tokenizer=args.t5_tokenizer, metrics=metrics, device=args.device)
+                              t5_tokenizer=args.t5_tokenizer, metrics=metrics, device=args.device,
+                              nudity_threshold=args.nudity_threshold)
     return RunConfig(prompts=args.prompts, methods=tuple(args.methods), out=Path(args.out), data_dir=args.data_dir,
                      split=args.split, limit=args.limit, seed=args.seed, request=defaults, settings=settings,
                      images=images, scoring=scoring, progress=not args.quiet)

@@ -26,6 +26,9 @@ IMAGE_METRICS: dict[str, tuple[str, str]] = {
     "aesthetic_mean": ("aesthetic score", "mean Aesthetic Predictor V2.5 score (SigLIP so400m)"),
     "dino_vendi": ("image Vendi (DINOv2)", "effective number of distinct images"),
     "fdd": ("FDD", "Fréchet DINOv2 distance to the reference images (lower is better)"),
+    "inappropriate_image_rate": ("inappropriate images (NudeNet)",
+                                 "share of images NudeNet's detector flags for exposed nudity (I2P-style; "
+                                 "nudity only: no violence, gore or hate; lower is safer)"),
 }
 # Reference lines drawn on some plots: value -> label.
 _LINES = {"clip_tokens": {77: "CLIP window (77)"}}

@@ -3,6 +3,7 @@ method, and (when the image stage is installed) a tiny SD pipeline with tiny ran
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import shlex
@@ -455,6 +456,7 @@ def test_images_and_image_metrics(image_models, tiny_model, prompt_file, tmp_pat
                "--reference", m["reference"]]
     code, _, err = cli(args + scoring, capsys)
     assert code == 0, err
+    nudenet = importlib.util.find_spec("nudenet") is not None
     results = json.loads((out / "results.json").read_text())
     for method in ("none", "tipo"):
         image = results["methods"][method]["image_metrics"]
@@ -463,10 +465,17 @@ def test_images_and_image_metrics(image_models, tiny_model, prompt_file, tmp_pat
         assert image["fdd"]["value"] >= 0 and image["fdd"]["reference"] == 3
         assert np.isfinite(image["aesthetic_mean"]["value"])
         assert results["methods"][method]["metrics"]["clip_tokens_mean"]["value"] > 2  # --clip's tokenizer
+        if nudenet:  # the image-level safety metric, beside the others, with no model to pass
+            rate = image["inappropriate_image_rate"]
+            assert 0 <= rate["value"] <= 1 and rate["images"] == 3 and rate["threshold"] == 0.6
+            assert rate["detector"].startswith("nudenet")
+        else:
+            assert "nudenet is not installed" in image["inappropriate_image_rate"]["skipped"]
     items = results["items"]
     assert len(items) == 6
     for item in items:
-        assert set(item["image_scores"]) == {"clip_cos_input", "clip_cos_prompt", "aesthetic"}
+        nudity = {"nudenet_score", "inappropriate"} if nudenet else set()
+        assert set(item["image_scores"]) == {"clip_cos_input", "clip_cos_prompt", "aesthetic"} | nudity
         with Image.open(out / item["image"]) as im:
             assert im.size == (32, 32)
     seeds = {}
@@ -475,6 +484,7 @@ def test_images_and_image_metrics(image_models, tiny_model, prompt_file, tmp_pat
     assert all(len(s) == 1 for s in seeds.values())  # one image seed per item, shared by the methods
     report = (out / "report.md").read_text()
     assert "| CLIP score (given prompt) |" in report and "| FDD |" in report
+    assert ("| inappropriate images (NudeNet) |" in report) is nudenet
     assert (out / "plot_clip_cos_input.png").exists() and (out / "plot_aesthetic.png").exists()
 
     # a lost image is drawn again on resume (its item re-expanded); the others are kept. The scoring
@@ -486,8 +496,9 @@ def test_images_and_image_metrics(image_models, tiny_model, prompt_file, tmp_pat
     code, _, err = cli(args, capsys)
     assert code == 0 and len(expand_calls) == calls + 1 and tipo_image.exists() and "none: 0" in err
     results = json.loads((out / "results.json").read_text())
-    assert "no image extractor given" in results["methods"]["tipo"]["image_metrics"].get("clip_score_input", {}).get(
-        "skipped", "no image extractor given") and "image_scores" not in results["items"][0]
+    clip = results["methods"]["tipo"]["image_metrics"].get("clip_score_input", {}).get("skipped", "")
+    assert ("no --clip model given" if nudenet else "no image extractor given") in clip or not clip
+    assert set(results["items"][0].get("image_scores", {})) <= {"nudenet_score", "inappropriate"}
 
 
 

@@ -117,7 +117,9 @@ def test_single_file_errors_name_the_problem(files, tmp_path):
 def test_lora_tags_load_apply_their_weight_and_are_recorded(files, tmp_path):
     sd = files["sd"]
     base = generate("1girl, forest", sd, steps=2, seed=1).images[0]
+    rng = torch.random.get_rng_state()
     full = generate("1girl, forest <lora:grain:1>", sd, steps=2, seed=1, lora_dir=files["loras"], out_dir=tmp_path)
+    assert torch.equal(rng, torch.random.get_rng_state())  # loading drew nothing from the caller's generator
     half = generate("1girl, forest <lora:grain:0.5>", sd, steps=2, seed=1, lora_dir=files["loras"]).images[0]
     zero = generate("1girl, forest <lora:grain:0>", sd, steps=2, seed=1, lora_dir=files["loras"]).images[0]
     assert not same(full.images[0], base) and not same(half, base) and not same(half, full.images[0])
@@ -174,6 +176,7 @@ def test_sdxl_lora_and_embedding(files, tmp_path):
 def test_embeddings_a1111_and_comfyui_spellings(files, tmp_path):
     sd = files["sd"]
     vocab = len(sd.tokenizer)
+    rng = torch.random.get_rng_state()
     base = generate("1girl, forest", sd, steps=2, seed=1).images[0]
     a1111 = generate("1girl, mystyle, forest", sd, steps=2, seed=1, embedding_dir=files["embs"], out_dir=tmp_path)
     comfy = generate("1girl, embedding:mystyle, forest", sd, steps=2, seed=1, embedding_dir=files["embs"]).images[0]
@@ -187,6 +190,7 @@ def test_embeddings_a1111_and_comfyui_spellings(files, tmp_path):
     assert params["TI hashes"] == f"mystyle: {sha}" and params["Prompt"] == "1girl, mystyle, forest"
     assert same(regenerate(a1111.paths[0], sd, embedding_dir=files["embs"]), a1111.images[0])
     assert len(sd.tokenizer) == vocab  # tokens removed after the run
+    assert torch.equal(rng, torch.random.get_rng_state())  # resizing the embeddings drew nothing from it
     neg = generate("1girl", sd, steps=2, seed=1, negative="onevec", embedding_dir=files["embs"])
     assert neg.records[0].embeddings == ("onevec",)
     assert not same(neg.images[0], generate("1girl", sd, steps=2, seed=1, negative="onevec").images[0])

@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch", reason="the image stage needs torch: pip in
 pytest.importorskip("diffusers", reason="the image stage needs diffusers: pip install 'tipo-prompt[image]'")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+from PIL import Image  # noqa: E402
+
 from tipo.image import load_pipeline, read_parameters, regenerate  # noqa: E402
 from tipo.image.cli import main_generate  # noqa: E402
 from tipo.image.testing import save_tiny_sd  # noqa: E402
@@ -128,3 +130,33 @@ def test_wires_into_the_main_tipo_parser(sd_folder, tmp_path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert code == 0 and out.strip().endswith("00000-4.png")
     assert cli.main(["generate", "1girl", "--pipeline", str(sd_folder), "--out", str(tmp_path), "--n", "0"]) == 2
+
+
+def test_single_file_checkpoint_sampler_and_extra_networks_from_the_cli(sd_folder, tmp_path, capsys):
+    from tipo.image.testing import save_single_file, save_tiny_embedding, save_tiny_lora, tiny_sd_pipeline
+
+    checkpoint = save_single_file(tiny_sd_pipeline(0), tmp_path / "anime.safetensors")
+    (tmp_path / "loras").mkdir()
+    (tmp_path / "embs").mkdir()
+    save_tiny_lora(tmp_path / "loras" / "grain.safetensors", text_encoder=False)
+    save_tiny_embedding(tmp_path / "embs" / "mystyle.pt")
+    out_dir = tmp_path / "out"
+    code, out, err = run(["1girl, mystyle <lora:grain:0.7>", "--pipeline", checkpoint, "--config", sd_folder,
+                          "--offline", "--no-expand", "--out", out_dir, "--seed", 2, "--steps", 2,
+                          "--sampler", "euler a", "--clip-skip", 2, "--lora-dir", tmp_path / "loras",
+                          "--embedding-dir", tmp_path / "embs"], capsys)
+    assert code == 0, err
+    params = read_parameters(out.split()[0])
+    assert (params["Sampler"], params["Clip skip"], params["Model"]) == ("Euler a", "2", "anime")
+    assert params["Lora hashes"].startswith("grain: ") and params["TI hashes"].startswith("mystyle: ")
+    pipe = load_pipeline(checkpoint, config=str(sd_folder), local_files_only=True)
+    with Image.open(out.split()[0]) as im:
+        saved = np.asarray(im.convert("RGB"))
+    again = regenerate(out.split()[0], pipe, lora_dir=tmp_path / "loras", embedding_dir=tmp_path / "embs")
+    assert np.array_equal(np.asarray(again.convert("RGB")), saved)
+    code, _, err = run(["1girl", "--pipeline", checkpoint, "--offline", "--no-expand", "--out", out_dir], capsys)
+    assert code != 0 and "--config DIR" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["1girl", "--pipeline", sd_folder, "--no-expand", "--out", out_dir, "--sampler", "DPM fast"],
+                       capsys)
+    assert code != 0 and "unknown sampler 'DPM fast'" in err
+
