@@ -255,3 +255,20 @@ def test_overlap_gives_the_same_images_and_expansion_seeds_derive_from_the_base(
     assert [r.prompt for r in seq.records] == [r.prompt for r in par.records]
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(seq.images, par.images, strict=True))
     assert [r.expansion.seed for r in seq.records] == [derive_seed(21, i) for i in range(3)]
+
+
+def test_the_one_private_diffusers_method_tipo_replaces_is_pinned():
+    """Safe Latent Diffusion: tipo replaces StableDiffusionPipelineSafe._encode_prompt (the pipeline takes no
+    prompt_embeds) with one that returns tipo's chunked embeddings. Pin its signature and its one call site,
+    so a diffusers release that changes either fails here instead of generating from the wrong embeddings."""
+    import inspect
+
+    import diffusers
+    from diffusers import StableDiffusionPipelineSafe
+
+    params = list(inspect.signature(StableDiffusionPipelineSafe._encode_prompt).parameters)
+    assert params == ["self", "prompt", "device", "num_images_per_prompt", "do_classifier_free_guidance",
+                      "negative_prompt", "enable_safety_guidance"], diffusers.__version__
+    source = inspect.getsource(StableDiffusionPipelineSafe.__call__)
+    assert source.count("self._encode_prompt(") == 1 and "prompt_embeds" not in inspect.signature(
+        StableDiffusionPipelineSafe.__call__).parameters

@@ -26,7 +26,9 @@ __all__ = ["add_generate_command", "main_generate", "run_generate"]
 def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tipo generate`` on an argparse subparsers object (``func`` is set)."""
     from ..cli import _add_option_flags
-    from .options import LM_MEMORY, POOLED, SLD_PRESETS
+    from .options import LM_MEMORY, POOLED, SLD_PRESETS, GenerationOptions
+
+    d = GenerationOptions.defaults()  # the defaults are declared once, on the options object
     from .samplers import SAMPLERS
 
     g = subparsers.add_parser(
@@ -46,32 +48,32 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
                      help="single-file checkpoints: the model's original LDM .yaml config")
     img.add_argument("--kind", choices=("sd", "sdxl", "if"), help="the pipeline kind (default: read from the folder)")
     img.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs (NNNNN-<seed>.png)")
-    img.add_argument("--n", type=int, default=1, help="images per prompt (default: 1)")
-    img.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
-    img.add_argument("--negative", default="", help="negative prompt (A1111 syntax)")
+    img.add_argument("--n", type=int, default=d["n"], help=f"images per prompt (default: {d['n']})")
+    img.add_argument("--steps", type=int, default=d["steps"], help=f"denoising steps (default: {d['steps']})")
+    img.add_argument("--negative", default=d["negative"], help="negative prompt (A1111 syntax)")
     img.add_argument("--guidance", type=float, help="CFG scale (default: the pipeline's)")
     img.add_argument("--sampler", metavar="NAME",
                      help="an A1111 sampler name: " + ", ".join(SAMPLERS) + " (default: the pipeline's scheduler)")
-    img.add_argument("--clip-skip", type=int, default=1, metavar="N",
+    img.add_argument("--clip-skip", type=int, default=d["clip_skip"], metavar="N",
                      help="A1111's Clip skip: 1 = the text encoder's last layer (default), 2 = the one before, ...")
     img.add_argument("--lora-dir", metavar="DIR", help="folder of LoRA files for <lora:name:weight> tags")
     img.add_argument("--embedding-dir", metavar="DIR",
                      help="folder of textual-inversion embeddings, used where a file's name is a word of the prompt "
                           "(or embedding:name)")
     img.add_argument("--init-image", metavar="IMAGE", help="img2img: start from this image (SD, SDXL)")
-    img.add_argument("--strength", type=float, default=0.75,
-                     help="img2img denoising strength in (0, 1] (default: 0.75)")
+    img.add_argument("--strength", type=float, default=d["strength"],
+                     help=f"img2img denoising strength in (0, 1] (default: {d['strength']})")
     img.add_argument("--hires-scale", type=float, metavar="FACTOR",
                      help="a hires pass: resize the image by FACTOR (Lanczos) and redraw it (SD, SDXL)")
     img.add_argument("--hires-steps", type=int, metavar="N", help="steps of the hires pass (default: --steps)")
-    img.add_argument("--hires-strength", type=float, default=0.5,
-                     help="denoising strength of the hires pass (default: 0.5)")
+    img.add_argument("--hires-strength", type=float, default=d["hires_strength"],
+                     help=f"denoising strength of the hires pass (default: {d['hires_strength']})")
     img.add_argument("--no-expand", action="store_true", help="use the tags (and caption) as they are; load no LM")
-    img.add_argument("--pooled", choices=POOLED, default="user",
+    img.add_argument("--pooled", choices=POOLED, default=d["pooled"],
                      help="SDXL: the pooled embedding comes from your tags (user) or the expanded prompt")
     img.add_argument("--stage2", metavar="PATH_OR_ID", help="IF: the super-resolution stage (IFSuperResolutionPipeline)")
     img.add_argument("--stage3", metavar="PATH_OR_ID", help="IF: the x4 upscaler (StableDiffusionUpscalePipeline)")
-    img.add_argument("--lm-memory", choices=LM_MEMORY, default="keep",
+    img.add_argument("--lm-memory", choices=LM_MEMORY, default=d["lm_memory"],
                      help="unload: expand, free the LM, then load the pipeline; cpu: keep the LM on the CPU")
     img.add_argument("--offload", choices=("model", "sequential"), help="diffusers CPU offload (CUDA only)")
     img.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,

@@ -256,6 +256,13 @@ class GenerationOptions:
         base = options if options is not None else cls()
         return dataclasses.replace(base, **changes) if changes else base
 
-    @property
-    def wants_hires(self) -> bool:
-        return self.hires_scale is not None
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Field name -> default value (what front ends show; declared once, on this class)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
