@@ -49,6 +49,8 @@ def files(tmp_path_factory):
     out["grain"] = save_tiny_lora(loras / "grain.safetensors", text_encoder=False)
     out["te"] = save_tiny_lora(loras / "styles" / "Detail.safetensors", seed=3)  # found in a subfolder, any case
     out["xlgrain"] = save_tiny_lora(loras / "xlgrain.safetensors", kind="sdxl", hidden_2=48)
+    out["kohya"] = save_tiny_lora(loras / "kohya.safetensors", seed=4, layout="kohya")
+    out["xlkohya"] = save_tiny_lora(loras / "xlkohya.safetensors", kind="sdxl", hidden_2=48, seed=4, layout="kohya")
     out["mystyle"] = save_tiny_embedding(embs / "mystyle.pt", vectors=2)
     out["onevec"] = save_tiny_embedding(embs / "onevec.safetensors", vectors=1, seed=5)
     out["xlstyle"] = save_tiny_embedding(embs / "xlstyle.safetensors", kind="sdxl", hidden_2=48)
@@ -157,6 +159,22 @@ def test_lora_with_text_encoder_weights_mixed_runs_and_errors(files, tmp_path):
     save_tiny_lora(changed / "grain.safetensors", text_encoder=False, seed=9)
     with pytest.raises(RequestError, match="not the ones it was made with"):
         regenerate(saved, sd, lora_dir=changed)
+
+
+@pytest.mark.parametrize("kind,name", [("sd", "kohya"), ("sdxl", "xlkohya")])
+def test_kohya_layout_loras_load(files, kind, name):
+    """The names most downloaded LoRAs carry (kohya-ss / A1111: lora_unet_*, lora_te_*), UNet and text encoders."""
+    from safetensors import safe_open
+
+    with safe_open(str(files[name]), framework="pt") as fh:
+        keys = list(fh.keys())
+    assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in keys)
+    assert any(k.startswith(("lora_te_text_model_", "lora_te1_text_model_")) for k in keys)
+    pipe = files[kind]
+    base = generate("1girl", pipe, steps=2, seed=1).images[0]
+    one = generate(f"1girl <lora:{name}:1>", pipe, steps=2, seed=1, lora_dir=files["loras"]).images[0]
+    zero = generate(f"1girl <lora:{name}:0>", pipe, steps=2, seed=1, lora_dir=files["loras"]).images[0]
+    assert not same(one, base) and same(zero, base)
 
 
 def test_sdxl_lora_and_embedding(files, tmp_path):

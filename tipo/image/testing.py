@@ -499,12 +499,14 @@ def save_single_file(pipe: Any, path: str | Path) -> Path:
 
 # -- extra networks: LoRA and textual-inversion files --------------------------------------------
 def save_tiny_lora(path: str | Path, kind: str = "sd", seed: int = 1, rank: int = 4, hidden_2: int = 32,
-                   scale: float = 1.0, text_encoder: bool = True) -> Path:
+                   scale: float = 1.0, text_encoder: bool = True, layout: str = "diffusers") -> Path:
     """Write a LoRA for the tiny SD (``kind="sd"``) or SDXL pipeline as one diffusers-layout safetensors file.
 
     It is made with peft on a fresh tiny pipeline (UNet attention and text-encoder attention layers,
     rank ``rank``; ``text_encoder=False``: UNet only); its up-projections are random (peft starts them at
-    zero), so it changes the pixels.
+    zero), so it changes the pixels. ``layout="kohya"`` writes the kohya-ss / A1111 names
+    (``lora_unet_*``, ``lora_te_text_model_*``, ``lora_down``/``lora_up``/``alpha``) most downloaded
+    LoRAs use, with diffusers' ``convert_state_dict_to_kohya``.
     Load it with ``pipe.load_lora_weights(folder, weight_name=name)`` or a ``<lora:stem:1>`` tag.
     """
     import torch
@@ -525,6 +527,18 @@ def save_tiny_lora(path: str | Path, kind: str = "sd", seed: int = 1, rank: int 
             for name, param in module.named_parameters():
                 if "lora_B" in name or "lora_A" in name:
                     param.copy_(torch.randn_like(param) * scale)
+    if layout == "kohya":
+        from diffusers.utils import convert_state_dict_to_kohya
+        from safetensors.torch import save_file
+
+        state = {"lora_unet_" + k: v for k, v in convert_state_dict_to_kohya(get_peft_model_state_dict(pipe.unet)).items()}
+        names = ("lora_te_", ) if kind != "sdxl" else ("lora_te1_", "lora_te2_")
+        for prefix, enc in zip(names, encoders, strict=False):
+            for k, v in convert_state_dict_to_kohya(get_peft_model_state_dict(enc)).items():
+                key = k if k.startswith("text_model_") else "text_model_" + k  # transformers 5 drops text_model
+                state[prefix + key] = v
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        return path
     layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))}
     for name, enc in zip(("text_encoder_lora_layers", "text_encoder_2_lora_layers"), encoders, strict=False):
         layers[name] = convert_state_dict_to_diffusers(get_peft_model_state_dict(enc))
