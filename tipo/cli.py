@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import RequestError, TipoError
 
@@ -62,7 +62,14 @@ def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> No
         else:
             g.add_argument(o.flag, default=None, help=helptext)
     if "model" in groups:
-        arg_groups["model"].add_argument("--threads", type=int, help="CPU threads for the model (default: all cores)")
+        arg_groups["model"].add_argument("--threads", type=int,
+                                         help="CPU threads for the model (default: all cores; more are capped to them)")
+        arg_groups["model"].add_argument("--n-ctx", type=int, dest="n_ctx", default=None,
+                                         help="context in tokens (default: the format's 1024; at most what the "
+                                              "model file declares)")
+        arg_groups["model"].add_argument("--allow-pickle", action="store_true",
+                                         help="let the transformers backend load pickled .bin weights, which can run "
+                                              "code (default: safetensors only)")
         arg_groups["model"].add_argument(
             "--known-tags", dest="known_tags_only", action=argparse.BooleanOptionalAction, default=None,
             help="only let the model write tags of the tag table (default: on for the built-in model, "
@@ -144,6 +151,16 @@ def sampling_from_args(args: argparse.Namespace):  # noqa: ANN201
     return options_from_args(args)[1]
 
 
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Backend options from the model flags that are set (--n-ctx, --allow-pickle)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "n_ctx", None) is not None:
+        out["n_ctx"] = args.n_ctx
+    if getattr(args, "allow_pickle", False):
+        out["allow_pickle"] = True
+    return out
+
+
 def _task(args: argparse.Namespace) -> str | None:
     return None if args.task in (None, "auto") else args.task
 
@@ -173,7 +190,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     from .expander import Expander
 
     with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
-                  known_tags_only=args.known_tags_only) as expander:
+                  known_tags_only=args.known_tags_only, **model_options(args)) as expander:
         result = expander.expand(request, sampling, template=_template(args), task=_task(args))
     if args.json:
         _print_json(result.to_dict(timings=args.timings))
@@ -220,7 +237,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             return 0
         bar = _progress(total, len(out.done)) if out.path is not None else None
         with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
-                      known_tags_only=args.known_tags_only) as expander:
+                      known_tags_only=args.known_tags_only, **model_options(args)) as expander:
             done = batch.run_batch(requests, expander, sampling, out=out, template=_template(args),
                                    task=_task(args), timings=args.timings, settings=extra,
                                    batch_size=args.batch_size, on_record=(lambda _: bar.update(1)) if bar else None)

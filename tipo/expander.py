@@ -21,7 +21,7 @@ from pathlib import Path
 from .backends import Backend, open_backend, pick_backend
 from .decoding import DecodeRules, decode
 from .errors import Cancelled, ModelError, RequestError
-from .parse import parse_text
+from .parse import parse_completion
 from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
 from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
@@ -146,14 +146,14 @@ class Expander:
             completion, n_gen, reason, t_first = self._generate(backend, planned, ids, sampling,
                                                                 _watch(cancel, progress))
             t_gen = time.perf_counter()
-        parsed = parse_text(planned.prompt + completion, self.table)
+        parsed = parse_completion(planned, completion, self.table)
         prov = Provenance(
             model=self.model.label, model_file=str(self.model.path), backend=self.backend_name,
             sampling={k: v for k, v in asdict(sampling).items() if k != "seed"}, seed=seed,
             prompt_tokens=len(ids), generated_tokens=n_gen,
             seconds={"tokenize": round(t_tok - t_start, 6), "prompt": round(t_first - t_tok, 6),
                      "generate": round(t_gen - t_first, 6), "total": round(time.perf_counter() - t_start, 6)},
-            trimmed=tuple(trimmed), stop_reason=reason,
+            trimmed=tuple(trimmed), stop_reason=reason, neutralised=planned.neutralised,
         )
         return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table,
                       known_only=self.known_tags_only)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .planner import META_KEYS
+from .planner import KEYS, META_KEYS, Plan
 from .request import Length
 from .tags import Category, TagTable, default_table, normalize
 
-__all__ = ["KEYS", "Parsed", "parse_text", "tags_to_json_order"]
+__all__ = ["KEYS", "Parsed", "parse_completion", "parse_text", "tags_to_json_order"]
 
-KEYS = ("meta", "rating", "artist", "characters", "copyrights", "quality", "aspect ratio", "target", "tag", "short", "long")
 _KEY_LINE = re.compile(r"^(" + "|".join(re.escape(k) for k in KEYS) + r"):(.*)$", re.S)
 _META_BY_KEY = {key: category for category, key in META_KEYS}
 _EMPTY = "<|empty|>"
@@ -135,3 +134,20 @@ def parse_text(text: str, table: TagTable | None = None) -> Parsed:
                 else:
                     add(_META_BY_KEY[key], tag)
     return out
+
+
+def parse_completion(plan: Plan, completion: str, table: TagTable | None = None) -> Parsed:
+    """The fields the MODEL wrote: the completion read as the continuation of the plan's open field.
+
+    The prompt (the user's text echoed back) is not parsed, so nothing the user typed can be
+    taken for model output. Tags the user gave on the open ``tag:`` line are not in the
+    completion; the result merges them back (:func:`tipo.result.finish`).
+
+    Example:
+        >>> from tipo.planner import plan
+        >>> from tipo.request import Request
+        >>> p = plan(Request("1girl, forest", output="tags"))
+        >>> parse_completion(p, ", smile, hat").tags[Category.GENERAL]
+        ['smile', 'hat']
+    """
+    return parse_text(f"{plan.open_field.value}:" + completion, table)

@@ -15,14 +15,16 @@ Example:
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 from .errors import RequestError
 from .request import CaptionKind, Length, Output, Request
-from .syntax import ItemKind, PromptItem, parse_prompt
+from .syntax import ItemKind, PromptItem, check_weights, parse_prompt
 from .tags import Category, TagTable, default_table, normalize
 
 __all__ = [
+    "KEYS",
     "META_KEYS",
     "Field",
     "Plan",
@@ -31,6 +33,7 @@ __all__ = [
     "UserTags",
     "build_prompt",
     "build_sample",
+    "neutralise",
     "rebuild",
     "plan",
     "read_user_tags",
@@ -75,6 +78,13 @@ META_KEYS: tuple[tuple[Category, str], ...] = (
     (Category.QUALITY, "quality"),
 )
 CONTENT_CATEGORIES = (Category.SPECIAL, Category.GENERAL)
+# Every key of the format (FORMAT.md section 4): a line that starts with one of these and ':'
+# opens that field. The parser and the decode rules read keys by this list.
+KEYS = ("meta", "rating", "artist", "characters", "copyrights", "quality", "aspect ratio", "target", "tag", "short",
+        "long")
+KEY_LINE = re.compile(r"^(" + "|".join(re.escape(k) for k in KEYS) + r"):")
+#: What a neutralised key line's colon becomes (see :func:`neutralise`).
+NEUTRAL_SEPARATOR = " -"
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ def read_user_tags(text: str, table: TagTable | None = None) -> UserTags:
     """
     table = table or default_table()
     items = parse_prompt(text, table.is_known)
+    check_weights(items, "tags")
     seen: set[str] = set()
     tags = []
     for index, item in enumerate(items):
@@ -155,6 +166,7 @@ class Plan:
     request: Request
     user: UserTags
     inputs: dict[Field, str] = field(default_factory=dict)
+    neutralised: tuple[str, ...] = ()  # user text rewritten so it cannot read as protocol (see neutralise)
 
     @property
     def task_name(self) -> str | None:
@@ -172,12 +184,37 @@ class Plan:
             "open_field": self.open_field.value,
             "fields": [f.value for f in self.fields],
             "length": self.length.value,
+            "neutralised": list(self.neutralised),
         }
 
 
 def _clean_caption(text: str) -> str:
     lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return "\n".join(line for line in lines if line)
+
+
+def neutralise(text: str, what: str = "caption") -> tuple[str, tuple[str, ...]]:
+    """User text is data, never protocol: rewrite lines that would read as a key of the format.
+
+    The first line of a field follows its own key (``short: ...``), so only the lines after it can
+    open a field. A line that starts with a key and a colon (``rating: explicit``, ``long: X``,
+    ``aspect ratio: 2``) gets its colon replaced by `` -`` (``rating - explicit``): the smallest
+    change after which neither the parser nor a model trained on ``key: value`` lines reads it as
+    a field. Returns the text and one note per rewritten line (reported in the result).
+
+    Example:
+        >>> neutralise("A red car.\\nrating: explicit")
+        ('A red car.\\nrating - explicit', ("caption line 2 started with the key 'rating:'; written 'rating -'",))
+    """
+    lines = text.split("\n")
+    notes = []
+    for i in range(1, len(lines)):
+        m = KEY_LINE.match(lines[i])
+        if m:
+            key = m.group(1)
+            lines[i] = key + NEUTRAL_SEPARATOR + lines[i][len(key) + 1:]
+            notes.append(f"{what} line {i + 1} started with the key '{key}:'; written '{key}{NEUTRAL_SEPARATOR}'")
+    return "\n".join(lines), tuple(notes)
 
 
 def target_line(task: Task | None, length: Length, gen_meta: bool) -> str:
@@ -285,10 +322,11 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
     content = user.content
     kind = request.resolved_caption_kind
     inputs: dict[Field, str] = {}
+    neutralised: tuple[str, ...] = ()
     if content:
         inputs[Field.TAG] = ", ".join(content)
     if kind is not None:
-        inputs[Field(kind.value)] = _clean_caption(request.caption)
+        inputs[Field(kind.value)], neutralised = neutralise(_clean_caption(request.caption))
 
     if task is None:
         chosen, open_field = _auto_task(kind, bool(content), request.output)  # type: ignore[arg-type]
@@ -306,7 +344,8 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
     to_write = all_fields[all_fields.index(open_field):]
     meta = {category: user.by_category(category) for category, _ in META_KEYS}
     prompt = build_prompt(chosen, request.length, request.gen_meta, meta, request.ratio, inputs, open_field)  # type: ignore[arg-type]
-    return Plan(chosen, prompt, open_field, to_write, request.length, request, user, inputs)  # type: ignore[arg-type]
+    return Plan(chosen, prompt, open_field, to_write, request.length, request, user, inputs,  # type: ignore[arg-type]
+                neutralised)
 
 
 def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = None,
@@ -330,7 +369,7 @@ def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = Non
     if meta is None:
         meta = {category: p.user.by_category(category) for category, _ in META_KEYS}
     prompt = build_prompt(p.task, p.length, p.request.gen_meta, meta, p.request.ratio, inputs, p.open_field)
-    return Plan(p.task, prompt, p.open_field, p.fields, p.length, p.request, p.user, inputs)
+    return Plan(p.task, prompt, p.open_field, p.fields, p.length, p.request, p.user, inputs, p.neutralised)
 
 
 def build_sample(

@@ -62,6 +62,9 @@ class CaptionKind(str, enum.Enum):
 
 # A caption is "long" when it has several paragraphs, more than this many sentences, or
 # more than this many words. TIPO's short captions are one to a few sentences.
+#: Largest image side in pixels a request may name, and the range of aspect ratios (width / height).
+MAX_SIDE = 65536
+ASPECT_RANGE = (0.01, 100.0)
 LONG_CAPTION_SENTENCES = 3
 LONG_CAPTION_WORDS = 60
 _SENTENCE_END = re.compile(r"[.!?。！？](?:\s|$)")
@@ -153,22 +156,29 @@ class Request:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise RequestError(f"{name}={value!r} is not valid; give a positive whole number of pixels")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIDE:
+                shown = value if not isinstance(value, int) or abs(value) < 10**12 else f"{str(value)[:8]}... ({len(str(value))} digits)"
+                raise RequestError(f"{name}={shown!r} is not valid; give a whole number of pixels in [1, {MAX_SIDE}]")
         if (self.width is None) != (self.height is None):
             raise RequestError("give both width and height, or neither (or use aspect_ratio)")
         if self.aspect_ratio is not None:
             if self.width is not None:
                 raise RequestError("give either width/height or aspect_ratio, not both")
             ratio = self.aspect_ratio
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
-                raise RequestError(f"aspect_ratio={ratio!r} is not valid; give width / height as a positive number")
+            lo, hi = ASPECT_RANGE
+            try:
+                ok = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and lo <= float(ratio) <= hi
+            except OverflowError:
+                ok = False
+            if not ok:
+                shown = ratio if not isinstance(ratio, int) or abs(ratio) < 10**12 else f"{str(ratio)[:8]}..."
+                raise RequestError(f"aspect_ratio={shown!r} is not valid; give width / height as a number in [{lo}, {hi:g}]")
         set_(self, "ban", _as_tuple(self.ban, "ban"))
         set_(self, "ban_regex", _as_tuple(self.ban_regex, "ban_regex"))
         for pattern in self.ban_regex:
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise RequestError(
                     f"ban_regex {pattern!r} is not a valid regular expression ({exc}); "
                     "fix it or pass the tag in ban= instead"

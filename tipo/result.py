@@ -33,6 +33,7 @@ class Provenance:
     seconds: dict[str, float] = field(default_factory=dict)
     trimmed: tuple[str, ...] = ()  # what was cut from the input to fit the context, if anything
     stop_reason: str = ""
+    neutralised: tuple[str, ...] = ()  # user text rewritten so it cannot read as protocol
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Expansion:
                 **({"seconds": prov.seconds} if timings else {}),
                 "trimmed": list(prov.trimmed),
                 "stop_reason": prov.stop_reason,
+                "neutralised": list(prov.neutralised),
             },
         }
 

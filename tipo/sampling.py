@@ -19,6 +19,9 @@ from .request import Sampling
 __all__ = ["MinP", "RepetitionPenalty", "Sampler", "TopK", "TopP"]
 
 NEG_INF = np.float32(-np.inf)
+#: Temperatures below this behave as greedy (0): dividing logits by them overflows float32, and
+#: the distribution is a point mass on the best token long before.
+GREEDY_BELOW = 1e-4
 
 
 class RepetitionPenalty:
@@ -159,7 +162,7 @@ class Sampler:
         if banned is not None:
             work[banned] = NEG_INF
         work = self.penalty(np.asarray(context, dtype=np.int64), work)
-        if self.settings.temperature == 0:
+        if self.settings.temperature < GREEDY_BELOW:  # too small to divide by: greedy
             if not np.isfinite(work).any():
                 raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
             return int(np.argmax(work))

@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ItemKind", "PromptItem", "format_weight", "parse_prompt", "render_items", "render_tag"]
+__all__ = ["MAX_WEIGHT", "ItemKind", "PromptItem", "check_weights", "format_weight", "parse_prompt", "render_items",
+           "render_tag"]
 
 
 class ItemKind(str, enum.Enum):
@@ -46,6 +47,9 @@ class PromptItem:
         return self.runs[0][1] if self.runs else 1.0
 
 
+#: The largest attention weight (in absolute value) a prompt may carry; beyond it (or not a finite
+#: number, as from ``(x:1e999)`` or 1000 nested brackets) a weight would turn embeddings into inf/NaN.
+MAX_WEIGHT = 1000.0
 _ESCAPABLE = "()[]\\"
 _EXTRA = re.compile(r"<[A-Za-z0-9_\-]+:[^<>]*>")
 _BREAK = re.compile(r"(?<![A-Za-z0-9_])BREAK(?![A-Za-z0-9_])")
@@ -63,6 +67,27 @@ def format_weight(weight: float) -> str:
     """
     text = f"{round(weight, 4):.4f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def check_weights(items: tuple[PromptItem, ...] | list[PromptItem], what: str = "prompt") -> None:
+    """Raise a clear RequestError when a tag's weight is not finite or beyond :data:`MAX_WEIGHT`.
+
+    Example:
+        >>> check_weights(parse_prompt("(x:1e9)"))
+        Traceback (most recent call last):
+        ...
+        tipo.errors.RequestError: the weight of 'x' in the prompt is 1e+09; weights must be finite numbers within ±1000 (check the (tag:weight) syntax and bracket nesting)
+    """
+    import math
+
+    from .errors import RequestError
+
+    for item in items:
+        for text, weight in item.runs:
+            if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
+                shown = text if len(text) <= 40 else text[:37] + "..."
+                raise RequestError(f"the weight of {shown!r} in the {what} is {weight:g}; weights must be finite "
+                                   f"numbers within ±{MAX_WEIGHT:g} (check the (tag:weight) syntax and bracket nesting)")
 
 
 def _escape(text: str) -> str:
@@ -163,9 +188,14 @@ def _mark_known_literals(text: str, is_known: Callable[[str], bool] | None) -> s
 
 
 def _match_brackets(text: str, literal: set[int]) -> dict[int, int]:
-    """Map each matched opening bracket index to its closing index; escapes skipped."""
+    """Map each matched opening bracket index to its closing index; escapes skipped.
+
+    A closer matches the nearest open bracket of its kind; openers of the other kind in between
+    stay unmatched (literal). Linear time: each opener is pushed and popped at most once.
+    """
     pairs: dict[int, int] = {}
-    stack: list[tuple[str, int]] = []
+    stack: list[tuple[str, int]] = []  # open brackets, innermost last
+    depth: dict[str, list[int]] = {"(": [], "[": []}  # per kind: positions in ``stack`` of the open brackets of that kind
     i = 0
     n = len(text)
     while i < n:
@@ -177,16 +207,19 @@ def _match_brackets(text: str, literal: set[int]) -> dict[int, int]:
             i += 1
             continue
         if ch in "([":
+            depth[ch].append(len(stack))
             stack.append((ch, i))
         elif ch in ")]":
             want = "(" if ch == ")" else "["
-            # Unwind to the nearest opener of the same kind; mismatched openers in between
-            # stay unmatched (literal).
-            for k in range(len(stack) - 1, -1, -1):
-                if stack[k][0] == want:
-                    pairs[stack[k][1]] = i
-                    del stack[k:]
-                    break
+            mine = depth[want]
+            if mine:
+                k = mine.pop()
+                pairs[stack[k][1]] = i
+                # Mismatched openers above it stay unmatched: drop them (each is dropped once).
+                while len(stack) > k + 1:
+                    kind, _ = stack.pop()
+                    depth[kind].pop()
+                stack.pop()
         i += 1
     return pairs
 
@@ -227,21 +260,29 @@ def parse_prompt(text: str, is_known: Callable[[str], bool] | None = None) -> tu
                 pass
 
     items: list[PromptItem] = []
-    runs: list[list] = []  # [text, weight] pieces of the current item
+    # [characters, weight] pieces of the current item; characters are joined once, at flush
+    # (appending to a str held in a list copies it every time: quadratic on one long tag).
+    runs: list[tuple[list[str], float]] = []
     weight_stack: list[float] = [1.0]
 
     def flush() -> None:
-        joined = "".join(t for t, _ in runs)
-        stripped = joined.strip()
-        if stripped:
-            merged: list[tuple[str, float]] = []
-            for t, w in runs:
-                if merged and (merged[-1][1] == w or not t.strip()):
-                    merged[-1] = (merged[-1][0] + t, merged[-1][1])
-                elif merged and not merged[-1][0].strip():
-                    merged[-1] = (merged[-1][0] + t, w)
+        pieces = [("".join(chars), w) for chars, w in runs]
+        if any(not t.isspace() for t, _ in pieces if t):
+            # Whitespace-only pieces join their neighbours (as lists of strings, joined once).
+            merging: list[tuple[list[str], float, bool]] = []  # parts, weight, all whitespace so far
+            for t, w in pieces:
+                blank = not t.strip()
+                if merging and (merging[-1][1] == w or blank):
+                    parts, mw, mblank = merging[-1]
+                    parts.append(t)
+                    merging[-1] = (parts, mw, mblank and blank)
+                elif merging and merging[-1][2]:
+                    parts = merging[-1][0]
+                    parts.append(t)
+                    merging[-1] = (parts, w, False)
                 else:
-                    merged.append((t, w))
+                    merging.append(([t], w, blank))
+            merged = [("".join(parts), w) for parts, w, _ in merging]
             # Trim outer whitespace, collapse inner whitespace runs per piece.
             cleaned: list[tuple[str, float]] = []
             for idx, (t, w) in enumerate(merged):
@@ -259,9 +300,9 @@ def parse_prompt(text: str, is_known: Callable[[str], bool] | None = None) -> tu
     def add_char(ch: str) -> None:
         w = weight_stack[-1]
         if runs and runs[-1][1] == w:
-            runs[-1][0] += ch
+            runs[-1][0].append(ch)
         else:
-            runs.append([ch, w])
+            runs.append(([ch], w))
 
     i = 0
     n = len(text)

@@ -31,6 +31,14 @@ def pick_backend(path: Path, backend: str = "auto") -> str:
 
 def open_backend(name: str, path: Path, **options: object) -> Backend:
     """Load a model with the named backend."""
+    import inspect
+
     module_name, cls_name = BACKENDS[name].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
+    accepted = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            valid = ", ".join(p for p in accepted if p not in ("self", "path"))
+            raise RequestError(f"option(s) {', '.join(unknown)} do not apply to the {name} backend; its options: {valid}")
     return cls(path, **options)  # type: ignore[no-any-return]

@@ -2,46 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError, require
-from ..tokens import ADDED_TOKENS, encode_spm
+from ..tokens import ADDED_TOKENS, encode_prompt
 from ..vocab import TokenText, piece_bytes
 from .base import Backend
+from .validate import bounded_threads, check_hf_folder, context_size
 
 __all__ = ["TransformersBackend"]
 
 
 class TransformersBackend(Backend):
-    """A LLaMA checkpoint run by transformers, one token per step with a KV cache."""
+    """A LLaMA checkpoint run by transformers, one token per step with a KV cache.
+
+    The folder is checked first (:func:`tipo.backends.validate.check_hf_folder`): a LLaMA config
+    without custom code, sane hyper-parameters, safetensors weights whose shapes match (pickled
+    ``.bin`` weights only with ``allow_pickle=True``). transformers then loads it with
+    ``trust_remote_code=False``, with stdin empty and stdout sent to stderr, so a load never asks a
+    question or writes into the host's output.
+    """
 
     name = "hf"
 
     def __init__(self, path: Path, n_threads: int | None = None, n_ctx: int | None = None,
-                 device: str = "cpu", dtype: str = "float32") -> None:
+                 device: str = "cpu", dtype: str = "float32", allow_pickle: bool = False) -> None:
+        self.path = Path(path)
+        # The folder is checked before torch and transformers are even imported.
+        folder = check_hf_folder(self.path, allow_pickle=bool(allow_pickle))
+        n_ctx_used = context_size(self.path, folder.shape, n_ctx)
+        if n_threads is not None:
+            bounded_threads(n_threads)  # validated; torch's own thread setting is left to the host
         torch = require("torch", "hf", "The transformers backend")
         transformers = require("transformers", "hf", "The transformers backend")
         self._torch = torch
-        self.path = Path(path)
-        if not self.path.is_dir() or not (self.path / "config.json").exists():
-            raise ModelError(f"{self.path} is not an HF model folder (no config.json); "
-                             "use a folder saved with save_pretrained, or a .gguf file with --backend llama")
+        torch_dtype = getattr(torch, str(dtype), None) if isinstance(dtype, str) else None
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ModelError(f"dtype={dtype!r} is not a torch dtype; use float32, bfloat16 or float16")
         try:
             # Loading may initialise weights with the global generator: keep it untouched.
-            with torch.random.fork_rng(devices=[]):
-                self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path))
+            with torch.random.fork_rng(devices=[]), _guarded_io():
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.path), trust_remote_code=False)
                 self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                    str(self.path), dtype=getattr(torch, dtype))
+                    str(self.path), dtype=torch_dtype, trust_remote_code=False,
+                    use_safetensors=folder.safetensors)
         except Exception as exc:
-            raise ModelError(f"transformers could not load {self.path}: {exc}") from None
+            raise ModelError(f"transformers could not load {self.path.name} ({type(exc).__name__}); "
+                             "re-download or re-save the model") from None
         self.model.to(device).eval()
         self.device = device
-        config = self.model.config
-        self.n_ctx = int(n_ctx or getattr(config, "max_position_embeddings", 1024) or 1024)
+        self.n_ctx = n_ctx_used
         tok = self.tokenizer
-        n_vocab = int(config.vocab_size)
+        n_vocab = int(self.model.config.vocab_size)
         pieces_text = tok.convert_ids_to_tokens(list(range(n_vocab)))
         special = set(tok.all_special_ids) | {int(i) for i in getattr(tok, "added_tokens_decoder", {})}
         pieces = [piece_bytes(p or "", i in special) for i, p in enumerate(pieces_text)]
@@ -54,18 +72,35 @@ class TransformersBackend(Backend):
         sp_file = self.path / "tokenizer.model"
         if sp_file.exists():
             spm = require("sentencepiece", "hf", "The transformers backend")
-            self._spm = spm.SentencePieceProcessor(model_file=str(sp_file))
-            self._added = {t: int(tok.convert_tokens_to_ids(t)) for t in ADDED_TOKENS}
-            self._bos = int(tok.bos_token_id if tok.bos_token_id is not None else 1)
+            try:
+                self._spm = spm.SentencePieceProcessor(model_file=str(sp_file))
+            except Exception:
+                raise ModelError(f"{self.path.name}/tokenizer.model is not a SentencePiece model; "
+                                 "re-download or re-save the model") from None
+        self._added = {}
+        for t in ADDED_TOKENS:
+            tid = tok.convert_tokens_to_ids(t)
+            if not isinstance(tid, int) or tid == tok.unk_token_id or not 0 <= tid < n_vocab:
+                raise ModelError(f"{self.path.name}: its tokenizer lacks the TIPO added token {t}; "
+                                 "this is not a TIPO model")
+            self._added[t] = tid
+        self._bos = int(tok.bos_token_id if tok.bos_token_id is not None else 1)
+        self._protocol = {*self._added.values(), self._bos, int(self.vocab.eos_id)}
+
+    def _encode_text(self, text: str) -> list[int]:
+        """One stretch of plain text, WITHOUT special-token parsing."""
+        if self._spm is not None:
+            ids = [int(i) for i in self._spm.encode(text)]
+        else:
+            ids = [int(i) for i in self.tokenizer(text, add_special_tokens=False,
+                                                  split_special_tokens=True)["input_ids"]]
+        if self._protocol.intersection(ids):
+            raise ModelError(f"{self.path.name}: its tokenizer reads plain text as control tokens; "
+                             "use a tokenizer.model (SentencePiece) with the folder")
+        return ids
 
     def encode(self, text: str) -> list[int]:
-        if self._spm is not None:
-            return encode_spm(text, self._spm.encode, self._added, self._bos)
-        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
-        bos = self.tokenizer.bos_token_id
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
-        return [int(i) for i in ids]
+        return encode_prompt(text, self._encode_text, self._added, self._bos)
 
     def _forward(self, ids: list[int]) -> np.ndarray:
         torch = self._torch
@@ -95,3 +130,16 @@ class TransformersBackend(Backend):
             import gc
 
             gc.collect()
+
+
+@contextlib.contextmanager
+def _guarded_io() -> Iterator[None]:
+    """Nothing reads stdin or writes stdout while a model loads: stdin is empty (a question gets
+    EOF, never an answer) and stdout goes to stderr (the host's stdout may be a data stream)."""
+    old_in = sys.stdin
+    sys.stdin = io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdin = old_in

@@ -3,35 +3,34 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError, require
+from ..errors import ModelError, RequestError, require
+from ..tokens import encode_prompt
 from ..vocab import TokenText, piece_bytes
 from .base import Backend
+from .validate import bounded_threads, context_size, read_gguf
 
 __all__ = ["LlamaCppBackend", "check_gguf"]
 
-GGUF_MAGIC = b"GGUF"
+# Token types of a GGUF vocabulary (gguf.TokenType): 3 control, 4 user-defined.
+_CONTROL, _USER_DEFINED = 3, 4
 
 
 def check_gguf(path: Path) -> None:
-    """Raise a clear ModelError unless ``path`` is a readable GGUF file."""
-    if not path.exists():
-        raise ModelError(f"model file {path} does not exist; check the path or give a registry name (tipo models)")
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder; the llama.cpp backend needs a .gguf file (use --backend hf for HF folders)")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != GGUF_MAGIC:
-        raise ModelError(f"{path} is not a GGUF file (it starts with {head!r}, not b'GGUF'); "
-                         "convert it with 'python -m models.gguf_export' or point at a .gguf file")
+    """Raise a clear one-line ModelError unless ``path`` is a GGUF file with a sane LLaMA header."""
+    read_gguf(Path(path))
 
 
 class LlamaCppBackend(Backend):
-    """A GGUF model run by llama.cpp. The sampling loop is tipo's (see tipo.sampling)."""
+    """A GGUF model run by llama.cpp. The sampling loop is tipo's (see tipo.sampling).
+
+    The file's header is read and checked first (:mod:`tipo.backends.validate`); the context is
+    the format's 1024 tokens unless ``n_ctx`` asks for another size (at most what the file
+    declares); threads are capped at the machine's cores.
+    """
 
     name = "llama"
 
@@ -40,33 +39,51 @@ class LlamaCppBackend(Backend):
         llama_cpp = require("llama_cpp", "llama", "The llama.cpp backend")
         self._lib = llama_cpp
         self.path = Path(path)
-        check_gguf(self.path)
-        threads = n_threads or os.cpu_count() or 1
+        header = read_gguf(self.path)
+        ctx = context_size(self.path, header.shape, n_ctx)
+        threads = bounded_threads(n_threads)
+        if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
+            raise RequestError(f"n_gpu_layers={n_gpu_layers!r} is not valid; give -1 (all), 0 (none) or a layer count")
         try:
-            # n_ctx=0: the context the model was trained with (1024 for TIPO).
             self._llm = llama_cpp.Llama(
-                model_path=str(self.path), n_ctx=int(n_ctx or 0), n_batch=512,
+                model_path=str(self.path), n_ctx=ctx, n_batch=min(512, ctx),
                 n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
                 logits_all=False, verbose=verbose,
             )
-        except Exception as exc:  # llama.cpp raises ValueError on corrupt files
-            raise ModelError(f"llama.cpp could not load {self.path}: {exc} (truncated or corrupt GGUF?)") from None
+        except Exception as exc:  # llama.cpp raises ValueError on files it cannot load
+            raise ModelError(f"llama.cpp could not load {self.path.name} ({type(exc).__name__}); "
+                             "the file is corrupt or of an unsupported kind: re-download or re-export it") from None
         self.n_ctx = int(self._llm.n_ctx())
         llm = self._llm
         self._n_vocab = int(llm.n_vocab())
-        vocab_p = llama_cpp.llama_model_get_vocab(llm.model)
-        pieces = []
-        for i in range(self._n_vocab):
-            text = llama_cpp.llama_vocab_get_text(vocab_p, i).decode("utf-8", "replace")
-            control = bool(llama_cpp.llama_vocab_is_control(vocab_p, i)) or _is_added(text)
-            pieces.append(piece_bytes(text, control))
+        if self._n_vocab != len(header.tokens):
+            self.close()
+            raise ModelError(f"{self.path.name}: llama.cpp reads {self._n_vocab} tokens where the header lists "
+                             f"{len(header.tokens)}; re-export the file")
+        pieces = [piece_bytes(text, ttype == _CONTROL or _is_added(text))
+                  for text, ttype in zip(header.tokens, header.token_types, strict=True)]
         self.vocab = TokenText(pieces, int(llm.token_eos()))
         self._bos = int(llm.token_bos())
+        self._added = dict(header.added_ids)
+        # Ids that plain user text must never produce (llama.cpp matches user-defined tokens even
+        # without special parsing): the protocol's added tokens, BOS, EOS and user-defined tokens.
+        self._protocol = np.zeros(self._n_vocab, dtype=bool)
+        for tid in (*self._added.values(), self._bos, int(llm.token_eos())):
+            self._protocol[tid] = True
+        self._protocol[np.asarray(header.token_types) == _USER_DEFINED] = True
         self._ids: list[int] = []
 
+    def _encode_text(self, text: str) -> list[int]:
+        """One stretch of plain text, WITHOUT special-token parsing (its own SentencePiece sentence)."""
+        ids = [int(i) for i in self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)]
+        if ids and self._protocol[np.asarray(ids)].any():
+            raise ModelError(f"{self.path.name} marks text pieces as user-defined tokens, so llama.cpp would read "
+                             "user text as control tokens; use a GGUF whose added tokens are control tokens "
+                             "(llama.cpp's converter does this for <|...|> tokens)")
+        return ids
+
     def encode(self, text: str) -> list[int]:
-        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        return [int(i) for i in ids]
+        return encode_prompt(text, self._encode_text, self._added, self._bos)
 
     def _logits(self) -> np.ndarray:
         ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
@@ -76,16 +93,11 @@ class LlamaCppBackend(Backend):
         if len(ids) > self.n_ctx:
             raise ModelError(f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx}")
         llm = self._llm
-        # Reuse the cached prefix (the same meta and target lines are common); keep at least
-        # one token to evaluate so fresh logits exist.
-        same = 0
-        for a, b in zip(self._ids, ids, strict=False):
-            if a != b:
-                break
-            same += 1
-        same = min(same, len(ids) - 1, llm.n_tokens)
-        llm.n_tokens = same
-        llm.eval(ids[same:])
+        # No KV-prefix reuse: a prefix evaluated in another batch gives (slightly) other numbers,
+        # and a result must depend only on request, seed and model, never on what ran before.
+        # Setting n_tokens to 0 makes eval() drop the whole cache first.
+        llm.n_tokens = 0
+        llm.eval(ids)
         self._ids = list(ids)
         return self._logits()
 
