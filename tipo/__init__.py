@@ -25,6 +25,7 @@ _EXPORTS = {
     "Plan": "tipo.planner",
     "plan": "tipo.planner",
     "parse_text": "tipo.parse",
+    "parse_completion": "tipo.parse",
     "Parsed": "tipo.parse",
     "Expansion": "tipo.result",
     "Provenance": "tipo.result",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import Cancelled, MissingDependencyError, ModelError, RequestError, TipoError  # noqa: F401
     from .expander import Expander, expand  # noqa: F401
     from .options import OPTIONS  # noqa: F401
-    from .parse import Parsed, parse_text  # noqa: F401
+    from .parse import Parsed, parse_completion, parse_text  # noqa: F401
     from .planner import Plan, Task, plan  # noqa: F401
     from .pool import ExpanderPool  # noqa: F401
     from .request import CaptionKind, Length, Output, Request, Sampling  # noqa: F401

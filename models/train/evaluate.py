@@ -152,7 +152,7 @@ def evaluate_items(gguf: Path, items: Sequence[EvalItem], seed: int, table=None,
                    known_tags_only: bool = True) -> tuple[list[dict], dict]:
     """Run every item through ``tipo.Expander`` (llama.cpp) and score it."""
     from tipo import Expander, Request, Sampling
-    from tipo.parse import parse_text
+    from tipo.parse import parse_completion
     from tipo.planner import Field
     from tipo.tags import default_table
 
@@ -165,7 +165,7 @@ def evaluate_items(gguf: Path, items: Sequence[EvalItem], seed: int, table=None,
                           length=item.length, output=item.kind.output, width=item.width, height=item.height)
             res = ex.expand(req, Sampling(seed=seed + n))
             plan = res.plan
-            parsed = parse_text(plan.prompt + res.completion, table)
+            parsed = parse_completion(plan, res.completion, table)
             prov = res.provenance
             gen_tokens += prov.generated_tokens if prov else 0
             gen_seconds += (prov.seconds.get("prompt", 0) + prov.seconds.get("generate", 0)) if prov else 0

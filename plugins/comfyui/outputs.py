@@ -15,7 +15,7 @@ existing workflows keep their links):
                             the TIPO Format node or for saving
 ==========================  ==================================================================
 
-Re-rendering a serialized result uses only the public API (``plan``, ``parse_text``, ``finish``):
+Re-rendering a serialized result uses only the public API (``plan``, ``parse_completion``, ``finish``):
 tipo has no ``Expansion.from_dict``/``render(template)`` yet, see :func:`expansion_from_result`.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 
-from tipo import Expansion, Parsed, Provenance, Sampling, finish, parse_text, plan
+from tipo import Expansion, Parsed, Provenance, Sampling, finish, parse_completion, plan
 from tipo.errors import RequestError
 from tipo.options import from_values, to_values
 
@@ -90,9 +90,10 @@ def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, S
     request, sampling = from_values(data["request"])
     task = data.get("forced_task") or "auto"
     planned = plan(request, task=None if task == "auto" else task)
-    parsed = parse_text(data["model_input"] + data["completion"])
+    parsed = parse_completion(planned, data["completion"])
     prov = data.get("provenance")
-    provenance = None if prov is None else Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ()))})
+    provenance = None if prov is None else Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ())),
+                                                          "neutralised": tuple(prov.get("neutralised", ()))})
     known_only = bool(data.get("known_tags_only", False))
     result = finish(planned, parsed, template=template, completion=data["completion"], provenance=provenance,
                     known_only=known_only)

@@ -30,7 +30,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def start(self, ids: list[int]) -> np.ndarray:
-        """Evaluate a prompt (reusing any cached prefix) and return the next-token logits."""
+        """Evaluate a prompt from an empty cache (results never depend on earlier calls) and return the next-token logits."""
 
     @abc.abstractmethod
     def step(self, token: int) -> np.ndarray:
