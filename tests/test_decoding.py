@@ -292,3 +292,33 @@ def test_known_only_results_drop_tags_off_the_table():
     p = plan(Request("1girl", output="tags"))
     r = finish(p, parse_text(p.prompt + ", smile, grassy que"), known_only=True)
     assert r.new_tags["general"] == ("smile",) and r.dropped == ("grassy que",)
+
+
+def test_known_tags_fast_paths_agree_with_checking_every_token():
+    """KnownTagsOnly reads the qualifying tokens off the few table tags that start with the partial
+    tag, or remembers per-partial answers; both must equal checking each token on its own."""
+    from tipo.tags import default_table
+
+    rng = random.Random(0)
+    names = [n for n in default_table()._sorted_content if n.isascii()]
+    words = sorted({w for n in rng.sample(names, 150) for w in n.split(" ")})
+    pieces = ["<unk>", "<s>", "</s>", ",", "\n", ", ", " ", "_", "é", " a_b", "x\\"]
+    for w in words:
+        cut = rng.randint(1, max(1, len(w)))
+        pieces += [" " + w[:cut], w[cut:] or w, w, " " + w.upper()]
+    pieces = list(dict.fromkeys(pieces))
+    vocab = TokenText([piece_bytes(p.replace(" ", "\u2581"), i < 3) for i, p in enumerate(pieces)], eos_id=EOS)
+    ctx = DecodeContext(plan(Request("1girl", output="tags", length="long")), vocab)
+    rule = KnownTagsOnly(ctx)
+    ids_ = np.arange(vocab.size)
+    partials = ["", " ", " long", " long ", " long h", " sm", " Blue", " blue e", " a_", " x", " zz"]
+    partials += [" " + n[: rng.randint(1, len(n))] for n in rng.sample(names, 20)]
+    table = default_table()
+    for partial in partials:
+        for seen in (frozenset(), frozenset({"long hair", "smile", "blue eyes", "1girl"})):
+            norm = ctx.normalize(partial)
+            if norm and not table.is_prefix(norm, True, seen):
+                continue
+            fast = rule._admit(ids_, partial, norm, True, seen)
+            slow = [rule._accept(int(i), partial, True, seen) for i in ids_]
+            assert list(fast[ids_ != EOS]) == [s for i, s in enumerate(slow) if i != EOS], (partial, seen)

@@ -42,7 +42,7 @@ from .parse import KEYS
 from .planner import Plan
 from .sampling import Sampler
 from .tags import TagTable, default_table, normalize
-from .vocab import TokenText, piece_bytes
+from .vocab import TagPieces, TokenText, is_simple_text, piece_bytes
 
 __all__ = [
     "AlreadyWritten",
@@ -446,13 +446,34 @@ class Bans(_CompletingRule):
         return self.ctx.bans.matches(text)
 
 
+_Memo = tuple[np.ndarray, dict[int, frozenset[str]], dict[str, list[int]]]
+
+
 class KnownTagsOnly(_TagLineRule):
     """In tag lines, keep only the likeliest tokens (the ``top`` best allowed so far) that continue
     a known tag not yet written or end one (on the ``tag:`` line: special and general tags). When
     none qualifies, or the tag is already off the table, only tokens that end the tag remain, so a
-    stray tag stays one tag (and is dropped from the result)."""
+    stray tag stays one tag (and is dropped from the result).
+
+    No per-token string work where it can be avoided: when few table tags start with the partial
+    tag, the tokens that continue one are read off those tags' remaining text; otherwise what each
+    token does after a given partial tag (no match / a match whatever was written / the tags it
+    could still become) is worked out once and remembered per vocabulary and table.
+    """
 
     top = 256
+    few = 64  # below this many table tags starting with the partial tag, read the tokens off them
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        super().__init__(ctx)
+        self._scratch = np.empty(self.vocab.size, dtype=np.float32)
+        self._allowed = np.empty(self.vocab.size, dtype=bool)
+        self._flag = np.zeros(self.vocab.size, dtype=bool)
+        memo = getattr(self.vocab, "_known_memo", None)
+        if memo is None or memo[0] is not ctx.table:
+            memo = (ctx.table, {})
+            self.vocab._known_memo = memo  # type: ignore[attr-defined]
+        self._memo: dict[tuple[str, bool], _Memo] = memo[1]
 
     def on_tags(self, step: Step) -> None:
         st = step.state
@@ -468,20 +489,123 @@ class KnownTagsOnly(_TagLineRule):
             return
         if step.logits is None:
             raise ValueError("KnownTagsOnly needs the step's logits")
-        work = np.where(mask, -np.inf, step.logits)
-        k = min(self.top, work.size)
-        order = np.argpartition(work, -k)[-k:]
-        texts = v.texts
-        eos = v.eos_id
-        eos_ok = not norm or self._known(norm, content)
-        keep = [int(i) for i in order if np.isfinite(work[i])
-                and ((i == eos and eos_ok) or (i != eos and texts[i] and self._valid(partial, texts[i], content, seen)))]
-        if keep:
-            allowed = np.zeros_like(mask)
-            allowed[keep] = True
-            np.logical_or(mask, ~allowed, out=mask)
+        scratch = self._scratch
+        np.copyto(scratch, step.logits, casting="unsafe")
+        np.putmask(scratch, mask, -np.inf)
+        k = min(self.top, scratch.size)
+        order = np.argpartition(scratch, -k)[-k:]
+        order = order[np.isfinite(scratch[order])]
+        ok = self._admit(order, partial, norm, content, seen)
+        eos = order == v.eos_id
+        if eos.any():
+            ok[eos] = not norm or self._known(norm, content)
+        if ok.any():
+            allowed = self._allowed
+            allowed.fill(True)
+            allowed[order[ok]] = False
+            np.logical_or(mask, allowed, out=mask)
         else:
             self._only_enders(mask)
+
+    def _admit(self, ids: np.ndarray, partial: str, norm: str, content: bool, seen: frozenset[str]) -> np.ndarray:
+        """Which of ``ids`` keep the tag on the way to a known tag not yet written (or end one)."""
+        pieces = self.vocab.tag_pieces()
+        table = self.ctx.table
+        if norm and is_simple_text(partial):
+            names, lo, hi = table.prefix_range(norm, content)
+            if hi - lo < self.few:
+                ok = np.zeros(ids.size, dtype=bool)
+                simple = pieces.simple[ids]
+                if simple.any():
+                    flag = self._flag
+                    found = self._from_names(partial, norm, names[lo:hi], seen, pieces)
+                    flag[found] = True
+                    ok[simple] = flag[ids[simple]]
+                    flag[found] = False
+                for j in np.flatnonzero(~simple).tolist():
+                    ok[j] = self._accept(int(ids[j]), partial, content, seen)
+                return ok
+        status, keys, by_key = self._memo_for(partial, content)
+        codes = status[ids]
+        for j in np.flatnonzero(codes < 0).tolist():
+            i = int(ids[j])
+            text = self.vocab.texts[i]
+            info = self._info(partial, text, content) if text else False
+            codes[j] = status[i] = 1 if info is True else 0 if info is False else 2
+            if codes[j] == 2:
+                keys[i] = info  # type: ignore[assignment]
+                for key in info:  # type: ignore[union-attr]
+                    by_key.setdefault(key, []).append(i)
+        ok = codes >= 1
+        # A token that could still become only tags already written does not qualify: only
+        # tokens with a written tag among theirs can be such.
+        written = [i for key in seen for i in by_key.get(key, ()) if keys[i] <= seen]
+        if written:
+            flag = self._flag
+            flag[written] = True
+            ok &= ~flag[ids]
+            flag[written] = False
+        return ok
+
+    def _memo_for(self, partial: str, content: bool) -> _Memo:
+        """What each token does after ``partial`` (-1 not worked out yet, 0 no tag, 1 a tag
+        whatever was written, 2 one of the remembered tags unless all are written), the tags of
+        the 2s, and the 2s by tag."""
+        memo = self._memo
+        entry = memo.get((partial, content))
+        if entry is None:
+            if len(memo) * self.vocab.size > 16_000_000:
+                memo.clear()
+            entry = memo[(partial, content)] = (np.full(self.vocab.size, -1, dtype=np.int8), {}, {})
+        return entry
+
+    def _accept(self, i: int, partial: str, content: bool, seen: frozenset[str]) -> bool:
+        text = self.vocab.texts[i]
+        if i == self.vocab.eos_id or not text:
+            return False  # EOS is decided by the caller
+        info = self._info(partial, text, content)
+        if info is True or info is False:
+            return info
+        return not seen or not info <= seen
+
+    def _from_names(self, partial: str, norm: str, names: list[str], seen: frozenset[str],
+                    pieces: TagPieces) -> list[int]:
+        """The simple tokens that continue ``partial`` (normalised: ``norm``) on the way to one of
+        ``names`` (the few table names starting with ``norm``) not written yet: after a simple
+        partial, a simple token makes ``norm``, a space if either has one at the joint, and the
+        token's lower-cased core."""
+        canonical = self.ctx.table.canonical
+        cache = pieces.continuations
+        spaced = partial.endswith(" ")
+        start = len(norm)
+        out: list[int] = []
+        for name in names:
+            if canonical(name) in seen:
+                continue
+            rest = name[start:]
+            cache_key = (rest, spaced)
+            if rest.startswith(" "):
+                rest = rest[1:]
+                groups = (pieces.lead, pieces.bare) if spaced else (pieces.lead,)
+            elif spaced:
+                continue
+            else:
+                groups = (pieces.bare,)
+            ids = cache.get(cache_key)
+            if ids is None:
+                ids = []
+                end = rest.find(" ")
+                for n in range(1, (len(rest) if end < 0 else end) + 1):
+                    core = rest[:n]
+                    for group in groups:
+                        found = group.get(core)
+                        if found:
+                            ids.extend(found)
+                if len(cache) > 200_000:
+                    cache.clear()
+                cache[cache_key] = ids
+            out.extend(ids)
+        return out
 
     def _only_enders(self, mask: np.ndarray) -> None:
         out = mask | self.vocab.not_enders
@@ -492,20 +616,23 @@ class KnownTagsOnly(_TagLineRule):
         table = self.ctx.table
         return table.is_content(tag) if content else table.is_known(tag)
 
-    def _valid(self, partial: str, text: str, content: bool, seen: frozenset[str]) -> bool:
-        """Whether a token keeps the tag being written on the way to a known tag not yet written
-        (or ends one)."""
+    def _info(self, partial: str, text: str, content: bool) -> bool | frozenset[str]:
+        """Whether a token keeps the tag being written on the way to a known tag (or ends one), as
+        :meth:`~tipo.tags.TagTable.prefix_info` says it: True, False, or the tags it could still
+        become (it qualifies unless all of them are written already)."""
         norm, table = self.ctx.normalize, self.ctx.table
         cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
         if not cuts:
             n = norm(partial + text)
-            return not n or table.is_prefix(n, content, seen)
+            return True if not n else table.prefix_info(n, content)
         cut = min(cuts)
         done = norm(partial + text[:cut])
         if done and not self._known(done, content):
             return False
         rest = norm(text[cut + 1:])
-        return not rest or "," in rest or "\n" in text[cut + 1:] or table.is_prefix(rest, content, seen)
+        if not rest or "," in rest or "\n" in text[cut + 1:]:
+            return True
+        return table.prefix_info(rest, content)
 
 
 class StopCondition:
@@ -528,19 +655,18 @@ class StopCondition:
 RuleFactory = Callable[[DecodeContext], Rule]
 
 
-def default_rules(known_tags_only: bool = False) -> list[RuleFactory]:
-    """The rule classes of a request, in the order they apply."""
-    rules: list[RuleFactory] = [ControlBytes, FieldKey, ValueStartsWithSpace, FirstTokenEndsUserTag, ClassMinimum,
-                                ClassCap, NoEosWhileCaptionOwed, AlreadyWritten, Bans]
-    if known_tags_only:
-        rules.append(KnownTagsOnly)
-    return rules
+def default_rules() -> list[RuleFactory]:
+    """The mask rules of every request, in the order they apply (KnownTagsOnly, which looks at
+    what they leave, comes after them and after any extra rules)."""
+    return [ControlBytes, FieldKey, ValueStartsWithSpace, FirstTokenEndsUserTag, ClassMinimum, ClassCap,
+            NoEosWhileCaptionOwed, AlreadyWritten, Bans]
 
 
 class DecodeRules:
     """The decode-time rules of one request over its :class:`DecodeContext`.
 
     ``rules`` replaces the default list (:func:`default_rules`); ``extra`` appends rules to it.
+    With ``known_tags_only``, :class:`KnownTagsOnly` comes last, so it sees every other rule's mask.
     """
 
     def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None, known_tags_only: bool = False,
@@ -549,7 +675,9 @@ class DecodeRules:
         self.plan = plan
         self.vocab = vocab
         self.known_tags_only = known_tags_only
-        factories = list(default_rules(known_tags_only) if rules is None else rules) + list(extra)
+        factories = list(default_rules() if rules is None else rules) + list(extra)
+        if known_tags_only:
+            factories.append(KnownTagsOnly)
         self.rules: list[Rule] = [make(self.ctx) for make in factories]
         self.stop_condition = StopCondition(self.ctx)
 
@@ -560,18 +688,19 @@ class DecodeRules:
         """The state after ``completion`` (built from scratch: for tools and tests)."""
         return DecodeState.from_text(self.ctx, completion)
 
-    def apply(self, st: DecodeState, logits: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
-        """Fill ``mask`` (a boolean buffer of vocabulary size) with the tokens forbidden now."""
+    def apply(self, st: DecodeState, logits: np.ndarray | None, mask: np.ndarray) -> Step:
+        """Run the rules on one step: ``mask`` (a boolean buffer of vocabulary size) is filled
+        with the tokens forbidden now."""
         mask.fill(False)
         step = Step(st, logits, mask)
         for rule in self.rules:
             if rule.apply(step):
                 break
-        return mask
+        return step
 
     def mask(self, completion: str, logits: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of the token ids forbidden after ``completion`` (for tools and tests)."""
-        return self.apply(self.state(completion), logits, np.zeros(self.vocab.size, dtype=bool))
+        return self.apply(self.state(completion), logits, np.zeros(self.vocab.size, dtype=bool)).mask
 
     def stop(self, completion: str) -> tuple[int, str] | None:
         """Where to cut ``completion`` and why, when the requested fields are written; else None."""
@@ -629,8 +758,8 @@ class Sequence:
             self._cut, self.reason = stop
             self.done = True
             return None
-        banned = self.rules.apply(st, logits, self._mask)
-        token = self.sampler.pick(logits, self.context, banned)
+        step = self.rules.apply(st, logits, self._mask)
+        token = self.sampler.pick(logits, self.context, step.mask)
         if token == self.rules.vocab.eos_id:
             self.reason = "eos"
             self.done = True

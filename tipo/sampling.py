@@ -36,7 +36,10 @@ class RepetitionPenalty:
     def __call__(self, context: np.ndarray, logits: np.ndarray) -> np.ndarray:
         if self.penalty == 1.0 or context.size == 0:
             return logits
-        ids = np.unique(context)
+        return self.apply(np.unique(context), logits)
+
+    def apply(self, ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Penalise the distinct token ids ``ids`` in place."""
         vals = logits[ids]
         logits[ids] = np.where(vals > 0, vals / self.penalty, vals * self.penalty)
         return logits
@@ -101,8 +104,14 @@ def _top_k_unique(logits: np.ndarray, k: int) -> np.ndarray | None:
     return ids[order]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits.astype(np.float64) - float(logits.max()))
+def _shifted_exp(logits: np.ndarray) -> np.ndarray:
+    """exp(logit - max) in float64: softmax before normalising."""
+    return np.exp(logits.astype(np.float64) - float(logits.max()))
+
+
+def _softmax(logits: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+    """Softmax in float64; ``z`` is :func:`_shifted_exp` of the same logits when already known."""
+    z = _shifted_exp(logits) if z is None else z
     return z / z.sum()
 
 
@@ -115,10 +124,10 @@ class TopP:
             raise RequestError(f"top_p={p!r} must be in (0, 1]")
         self.p = float(p)
 
-    def keep(self, logits: np.ndarray) -> int:
+    def keep(self, logits: np.ndarray, z: np.ndarray | None = None) -> int:
         if self.p >= 1.0:
             return logits.size
-        cum = np.cumsum(_softmax(logits))
+        cum = np.cumsum(_softmax(logits, z))
         return min(int(np.searchsorted(cum, self.p, side="left")) + 1, int(logits.size))
 
 
@@ -130,10 +139,10 @@ class MinP:
             raise RequestError(f"min_p={p!r} must be in [0, 1]")
         self.p = float(p)
 
-    def keep(self, logits: np.ndarray) -> int:
+    def keep(self, logits: np.ndarray, z: np.ndarray | None = None) -> int:
         if self.p <= 0.0:
             return logits.size
-        probs = _softmax(logits)
+        probs = _softmax(logits, z)
         return max(1, int(np.count_nonzero(probs >= self.p * probs[0])))
 
 
@@ -155,13 +164,50 @@ class Sampler:
         self.top_p = TopP(settings.top_p)
         self.min_p = MinP(settings.min_p)
         self.rng = np.random.Generator(np.random.PCG64(settings.seed))
+        self._work: np.ndarray | None = None
+        # The context's distinct ids, kept up to date as a sequence's context grows.
+        self._ctx: Sequence[int] | np.ndarray | None = None
+        self._ctx_n = 0
+        self._ctx_seen: np.ndarray | None = None
+        self._ctx_ids = np.zeros(0, dtype=np.intp)
+
+    def _context_ids(self, context: Sequence[int] | np.ndarray, size: int) -> np.ndarray:
+        """The distinct token ids of ``context`` (any order), updated incrementally when the same
+        context object has only grown since the last call."""
+        seen = self._ctx_seen
+        if seen is None or seen.size != size or context is not self._ctx or len(context) < self._ctx_n:
+            seen = self._ctx_seen = np.zeros(size, dtype=bool)
+            self._ctx_n = 0
+            self._ctx_ids = np.zeros(0, dtype=np.intp)
+            self._ctx = context
+        new = [int(t) for t in context[self._ctx_n:]]
+        self._ctx_n = len(context)
+        fresh = []
+        for t in new:
+            if not seen[t]:
+                seen[t] = True
+                fresh.append(t)
+        if fresh:
+            self._ctx_ids = np.concatenate([self._ctx_ids, np.array(fresh, dtype=np.intp)])
+        return self._ctx_ids
+
+    def _scores(self, logits: np.ndarray, context: Sequence[int] | np.ndarray,
+                banned: np.ndarray | None) -> np.ndarray:
+        """The logits with banned ids at -inf and the repetition penalty applied, in a buffer
+        reused from step to step."""
+        work = self._work
+        if work is None or work.shape != logits.shape:
+            work = self._work = np.empty(logits.shape, dtype=np.float32)
+        np.copyto(work, logits, casting="unsafe")
+        if banned is not None:
+            np.putmask(work, banned, NEG_INF)
+        if self.penalty.penalty != 1.0 and len(context):
+            self.penalty.apply(self._context_ids(context, work.size), work)
+        return work
 
     def pick(self, logits: np.ndarray, context: Sequence[int] | np.ndarray, banned: np.ndarray | None = None) -> int:
         """Pick the next token id. ``banned`` is a boolean mask of forbidden ids."""
-        work = np.array(logits, dtype=np.float32, copy=True)
-        if banned is not None:
-            work[banned] = NEG_INF
-        work = self.penalty(np.asarray(context, dtype=np.int64), work)
+        work = self._scores(logits, context, banned)
         if self.settings.temperature < GREEDY_BELOW:  # too small to divide by: greedy
             if not np.isfinite(work).any():
                 raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
@@ -170,8 +216,13 @@ class Sampler:
         if ids.size == 0:
             raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
         cand = work[ids]
-        n = self.top_p.keep(cand)
-        n = min(n, self.min_p.keep(cand[:n]))
+        # candidates are sorted best first, so exp(logit - max) of a prefix is a prefix of this
+        z = _shifted_exp(cand) if self.top_p.p < 1.0 or self.min_p.p > 0.0 else None
+        n = self.top_p.keep(cand, z)
+        n = min(n, self.min_p.keep(cand[:n], None if z is None else z[:n]))
+        return self._draw(ids, cand, n)
+
+    def _draw(self, ids: np.ndarray, cand: np.ndarray, n: int) -> int:
         ids, cand = ids[:n], cand[:n]
         probs = _softmax(cand / np.float32(self.settings.temperature))
         cum = np.cumsum(probs)

@@ -177,10 +177,24 @@ class TagTable:
             >>> default_table().canonical("Longhair")
             'long hair'
         """
-        key = normalize(tag)
-        if key in self.categories:
-            return key
-        return self.aliases.get(key, key)
+        out = self._canonical_cache.get(tag)
+        if out is None:
+            key = normalize(tag)
+            out = key if key in self.categories else self.aliases.get(key, key)
+            cache = self._canonical_cache
+            if len(cache) > 200_000:
+                cache.clear()
+            cache[tag] = out
+        return out
+
+    @functools.cached_property
+    def _canonical_cache(self) -> dict[str, str]:
+        return {}
+
+    def prefix_range(self, text: str, content_only: bool = False) -> tuple[list[str], int, int]:
+        """The sorted names (see :meth:`is_prefix`) and the range of those that start with ``text``."""
+        names = self._sorted_content if content_only else self._sorted_names
+        return names, bisect.bisect_left(names, text), bisect.bisect_left(names, text + "\U0010ffff")
 
     def is_known(self, tag: str) -> bool:
         """True when the tag (or an alias of it) is in the table or a fixed list."""
@@ -209,18 +223,40 @@ class TagTable:
             >>> default_table().is_prefix("long ha"), default_table().is_prefix("qqqzz")
             (True, False)
         """
-        names = self._sorted_content if content_only else self._sorted_names
-        i = bisect.bisect_left(names, text)
-        if i >= len(names) or not names[i].startswith(text):
-            return False
-        if not exclude:
-            return True
-        for name in names[i : i + look]:
-            if not name.startswith(text):
-                return False
-            if self.canonical(name) not in exclude:
-                return True
-        return True
+        info = self.prefix_info(text, content_only, look)
+        if info is True or info is False:
+            return info
+        return not exclude or not info <= exclude
+
+    def prefix_info(self, text: str, content_only: bool = False, look: int = 64) -> bool | frozenset[str]:
+        """What :meth:`is_prefix` needs to know about ``text``, cached: False when no tag starts
+        with it, True when at least ``look`` do (any exclusion leaves it a prefix), else the
+        canonical spellings of the tags that do (it is a prefix unless all are excluded)."""
+        cache = self._prefix_cache
+        key = (text, content_only, look)
+        info = cache.get(key)
+        if info is None:
+            names = self._sorted_content if content_only else self._sorted_names
+            i = bisect.bisect_left(names, text)
+            found = []
+            for name in names[i : i + look]:
+                if not name.startswith(text):
+                    break
+                found.append(name)
+            if not found:
+                info = False
+            elif len(found) >= look:
+                info = True
+            else:
+                info = frozenset(self.canonical(name) for name in found)
+            if len(cache) > 400_000:
+                cache.clear()
+            cache[key] = info
+        return info
+
+    @functools.cached_property
+    def _prefix_cache(self) -> dict[tuple[str, bool, int], bool | frozenset[str]]:
+        return {}
 
     def is_content(self, tag: str) -> bool:
         """True for a known special or general tag (what belongs on the ``tag:`` line)."""

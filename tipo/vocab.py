@@ -3,11 +3,40 @@ decode rules need (built once per loaded model by the backend)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["TokenText", "piece_bytes"]
+__all__ = ["TagPieces", "TokenText", "piece_bytes"]
+
+# Characters tag normalisation leaves alone apart from lower-casing (printable ASCII but the
+# comma, which ends a tag, the backslash of host-app escapes and the underscore, which
+# normalisation turns into a space): a tag written with them and single spaces normalises by
+# lower-casing and trimming alone.
+_SAFE = "".join(re.escape(chr(c)) for c in range(0x21, 0x7F) if chr(c) not in ",\\_")
+SIMPLE_TOKEN = re.compile(f" ?[{_SAFE}]+")
+SIMPLE_TEXT = re.compile(f"[ {_SAFE}]*")
+
+
+@dataclass
+class TagPieces:
+    """The vocabulary as pieces of tags, for the known-tags rule: which tokens are *simple* (an
+    optional leading space and safe characters, see :func:`is_simple_text`), and for those, the
+    lower-cased text after the space, grouped by that text (with and without the space)."""
+
+    simple: np.ndarray
+    lead: dict[str, list[int]]  # core -> ids of " core"-like tokens
+    bare: dict[str, list[int]]  # core -> ids of "core"-like tokens
+    # the rest of a tag name -> the simple tokens that start it (filled by the known-tags rule)
+    continuations: dict[tuple[str, bool], list[int]] = field(default_factory=dict)
+
+
+def is_simple_text(text: str) -> bool:
+    """Safe characters and single spaces only: such a text followed by a simple token normalises
+    to the normalised text, a space where one of them has one at the joint, and the token's
+    lower-cased core."""
+    return SIMPLE_TEXT.fullmatch(text) is not None and "  " not in text
 
 
 def piece_bytes(piece: str, is_control: bool) -> bytes:
@@ -69,6 +98,22 @@ class TokenText:
             groups.setdefault(before, []).append(i)
         self.terminator_groups = [(before, np.array(ids, dtype=np.intp)) for before, ids in groups.items()]
         self.size = n
+
+    def tag_pieces(self) -> TagPieces:
+        """The vocabulary as pieces of tags (built on first use, then kept)."""
+        pieces = self.__dict__.get("_tag_pieces")
+        if pieces is None:
+            simple = np.zeros(self.size, dtype=bool)
+            lead: dict[str, list[int]] = {}
+            bare: dict[str, list[int]] = {}
+            for i, text in enumerate(self.texts):
+                if i == self.eos_id or SIMPLE_TOKEN.fullmatch(text) is None:
+                    continue
+                simple[i] = True
+                group = lead if text[0] == " " else bare
+                group.setdefault(text.lstrip(" ").lower(), []).append(i)
+            pieces = self.__dict__["_tag_pieces"] = TagPieces(simple, lead, bare)
+        return pieces
 
     def forced(self, want: str) -> np.ndarray | None:
         """Mask of the tokens that may not come when the text ``want`` must be written next
