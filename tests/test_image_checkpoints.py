@@ -133,6 +133,8 @@ def test_lora_tags_load_apply_their_weight_and_are_recorded(files, tmp_path):
     params = read_parameters(full.paths[0])
     assert params["Prompt"] == "1girl, forest <lora:grain:1>" and params["Lora hashes"] == f"grain: {addnet}"
     assert same(regenerate(full.paths[0], sd, lora_dir=files["loras"]), full.images[0])
+    with pytest.raises(RequestError, match="pass lora_dir"):
+        regenerate(full.paths[0], sd)
     assert same(generate("1girl, forest", sd, steps=2, seed=1).images[0], base)  # the pipeline is left as it was
     assert not any("lora" in name for name, _ in sd.unet.named_modules())
 

@@ -759,6 +759,12 @@ def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: Pipelin
         if recorded and recorded != _image_hash(init):
             raise RequestError(f"init_image is not the picture {png_path} was made from (hash {_image_hash(init)}, "
                                f"recorded {recorded})")
+    if params.get("Lora hashes") and lora_dir is None:
+        raise RequestError(f"{png_path} was made with LoRAs ({params['Lora hashes']}); pass lora_dir=<the folder with "
+                           "those files> (CLI --lora-dir)")
+    if params.get("TI hashes") and embedding_dir is None:
+        raise RequestError(f"{png_path} was made with textual-inversion embeddings ({params['TI hashes']}); pass "
+                           "embedding_dir=<the folder with those files> (CLI --embedding-dir)")
     tipo = {k: v for k, v in params.items() if k.startswith("TIPO ")}
     tipo = {k: (json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict) else v)
             for k, v in tipo.items()}
