@@ -512,3 +512,50 @@ def test_huge_caption_is_trimmed_to_the_context_not_crashing(llama):
     caption = "A red car is parked by the sea. " * 3000
     res = llama.expand(Request(caption=caption, caption_kind="long", length="very_short", output="tags"), GREEDY)
     assert res.provenance.prompt_tokens <= llama.backend.n_ctx and res.provenance.trimmed
+
+
+# --- 8. every error path of the public API is handled on purpose -----------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Request(caption="a \ud800 b"),
+    lambda: Request("1girl, \udcff"),
+    lambda: Request("1girl", ban=["\ud800"]),
+    lambda: Request("1girl", ban_regex=["\udfff"]),
+    lambda: plan("1girl"),  # type: ignore[arg-type]
+    lambda: Request("1girl", width=True, height=2),
+    lambda: Sampling(top_k=2.5),
+    lambda: Sampling(seed=2**64),
+], ids=["caption surrogate", "tag surrogate", "ban surrogate", "regex surrogate", "plan of a str", "bool width",
+        "float top_k", "seed 2^64"])
+def test_bad_api_values_are_request_errors(make):
+    with pytest.raises(RequestError):
+        make()
+
+
+def test_bad_sampling_object_and_unknown_backend_option(llama, tiny_model):
+    with pytest.raises(RequestError, match="sampling"):
+        llama.expand("1girl", "hot")  # type: ignore[arg-type]
+    with pytest.raises(RequestError, match="do not apply"):
+        Expander(tiny_model.gguf_f32, allow_pickle=True)
+    with pytest.raises(RequestError, match="n_threads"):
+        Expander(tiny_model.gguf_f32, n_threads="8")  # type: ignore[arg-type]
+
+
+def test_a_non_model_file_is_named_never_quoted(tmp_path):
+    secret = tmp_path / "notes.txt"
+    secret.write_text("password=hunter2\n" * 50)
+    line = assert_clean_error(run_cli("expand", "--model", str(secret), "1girl"), 1, "not a GGUF")
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"num_hidden_layers": 1000}, "layer count"),
+    ({"rms_norm_eps": float("nan")}, "epsilon"),
+    ({"max_position_embeddings": 2**40}, "context"),
+])
+def test_hostile_hf_folder_cli_is_one_line_before_torch_loads(tiny_model, tmp_path, change, needle):
+    folder = _hf_copy(tiny_model, tmp_path / "m", **change)
+    run = run_cli("expand", "--model", str(folder), "--backend", "hf", "1girl", stdin=b"y\n", timeout=60)
+    assert_clean_error(run, 1, needle)
+    assert run.seconds < 30  # type: ignore[attr-defined]

@@ -56,8 +56,11 @@ class Expander:
         model: registry name, local ``.gguf`` file or HF folder, or HF repo id; None is the
             built-in model.
         backend: ``"auto"`` (GGUF -> llama.cpp, folder -> transformers), ``"llama"`` or ``"hf"``.
-        n_threads: CPU threads (llama.cpp and torch); None uses all cores.
-        n_ctx: context length; None uses the model's training context (1024 for TIPO).
+        n_threads: CPU threads for llama.cpp; None uses all cores, more than the cores are capped
+            to them.
+        n_ctx: context length; None is the format's trained context (1024 tokens), never more
+            than the model file declares; a larger value raises it explicitly (at most to the
+            file's declared context).
         known_tags_only: in tag lines, only let the model write tags of the tag table (and their
             aliases); None turns it on for the built-in model, whose small vocabulary of tags
             benefits, and off for the official TIPO models, which know rarer tags too.
@@ -132,6 +135,8 @@ class Expander:
             request = Request(request)
         if not isinstance(request, Request):
             raise RequestError(f"request must be a tipo.Request or a tag string, got {type(request).__name__}")
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise RequestError(f"sampling must be a tipo.Sampling or None, got {type(sampling).__name__}")
         sampling = sampling or Sampling()
         if template is not None:
             resolve_template(template)

@@ -317,6 +317,8 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
         >>> plan(Request(caption="a red car", output="caption")).task_name
         'short_to_long'
     """
+    if not isinstance(request, Request):
+        raise RequestError(f"plan() takes a tipo.Request, got {type(request).__name__}")
     table = table or default_table()
     user = read_user_tags(request.tags, table)
     content = user.content

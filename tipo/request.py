@@ -103,6 +103,11 @@ def _enum(kind: type[enum.Enum], value: object, name: str) -> enum.Enum:
 def _check_text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise RequestError(f"{name} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"{name} holds a lone surrogate (U+{ord(value[exc.start]):04X} at character {exc.start}), "
+                           "which is not text; pass valid Unicode") from None
     return value
 
 
@@ -214,6 +219,7 @@ def _as_tuple(value: object, name: str) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str):
             raise RequestError(f"{name} entries must be strings, got {item!r}")
+        _check_text(item, name)
         if item.strip():
             out.append(item.strip() if name == "ban" else item)
     return tuple(out)
