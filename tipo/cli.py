@@ -63,7 +63,7 @@ def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> No
             g.add_argument(o.flag, default=None, help=helptext)
     if "model" in groups:
         arg_groups["model"].add_argument("--threads", type=int,
-                                         help="CPU threads for the model (default: all cores; more are capped to them)")
+                                         help="CPU threads for the model (default: physical cores minus one, at most 8; more than the cores are capped)")
         arg_groups["model"].add_argument("--n-ctx", type=int, dest="n_ctx", default=None,
                                          help="context in tokens (default: the format's 1024; at most what the "
                                               "model file declares)")
@@ -76,7 +76,12 @@ def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> No
                  "off for the official TIPO models)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that never touch the image stage: their runs do not import it (a faster start).
+_TEXT_COMMANDS = frozenset(("expand", "parse", "models", "ui"))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``tipo`` parser; for one of the text-only commands, without the image stage's ``generate``."""
     parser = _Parser(prog="tipo", description="Presample better text-to-image prompts with TIPO models.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -112,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--pipeline", metavar="PATH_OR_ID", help="a diffusers pipeline: also render images (image extra)")
     ui.set_defaults(func=_cmd_ui)
 
-    from .image.cli import add_generate_command
+    if command not in _TEXT_COMMANDS:
+        from .image.cli import add_generate_command
 
-    add_generate_command(sub)
+        add_generate_command(sub)
     return parser
 
 
@@ -316,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = bool(os.environ.get("TIPO_DEBUG"))
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     try:
         _check_utf8(argv)
         args = parser.parse_args(argv)

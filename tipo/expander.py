@@ -56,8 +56,9 @@ class Expander:
         model: registry name, local ``.gguf`` file or HF folder, or HF repo id; None is the
             built-in model.
         backend: ``"auto"`` (GGUF -> llama.cpp, folder -> transformers), ``"llama"`` or ``"hf"``.
-        n_threads: CPU threads for llama.cpp; None uses all cores, more than the cores are capped
-            to them.
+        n_threads: CPU threads for llama.cpp; None is the physical cores minus one, at least 1 and
+            at most 8 (see :func:`tipo.backends.validate.default_threads`); more than the cores
+            are capped to them.
         n_ctx: context length; None is the format's trained context (1024 tokens), never more
             than the model file declares; a larger value raises it explicitly (at most to the
             file's declared context).

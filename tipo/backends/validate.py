@@ -14,7 +14,9 @@ One set of rules (:func:`check_llama`) serves both formats: both are first read 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
 import math
 import os
 from dataclasses import dataclass
@@ -166,11 +168,41 @@ def context_size(where: Path, shape: LlamaShape, n_ctx: int | None) -> int:
     return ctx
 
 
+#: The most threads the default picks: TIPO models are small and batch-1 decoding is bound by
+#: memory bandwidth, so more threads than this only add synchronisation (and contention).
+MAX_DEFAULT_THREADS = 8
+
+
+def default_threads() -> int:
+    """The thread count used when none is given: the physical cores this process may run on, minus
+    one (left to the rest of the machine: with every core busy, one other busy process stalls all
+    of llama.cpp's threads at each step), at least 1 and at most :data:`MAX_DEFAULT_THREADS`.
+    Hyper-threads of one core count once."""
+    return max(1, min(_physical_cores() - 1, MAX_DEFAULT_THREADS))
+
+
+def _physical_cores() -> int:
+    """Distinct (package, core) pairs among the CPUs of this process's affinity (Linux sysfs);
+    elsewhere the usable CPUs."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return _cores()
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topo.joinpath("physical_package_id").read_text().strip(), topo.joinpath("core_id").read_text().strip()))
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
 def bounded_threads(n_threads: int | None) -> int:
-    """A thread count for a runtime: None is every core; more than the cores is capped to them."""
+    """A thread count for a runtime: None is :func:`default_threads`; more than the cores is capped to them."""
     cores = _cores()
     if n_threads is None:
-        return cores
+        return default_threads()
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise RequestError(f"n_threads={n_threads!r} is not valid; give a whole number >= 1 (at most {cores}, "
                            "the cores of this machine)")
@@ -231,6 +263,9 @@ def read_gguf(path: Path) -> GGUFHeader:
     if head != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF magic); "
                          "convert it with 'python -m models.gguf_export' or point at a .gguf file")
+    cached = _header_cache_read(path)
+    if cached is not None:
+        return cached
     gguf = require("gguf", "llama", "Reading GGUF headers")
     try:
         reader = gguf.GGUFReader(str(path), "r")
@@ -238,12 +273,57 @@ def read_gguf(path: Path) -> GGUFHeader:
         raise ModelError(f"{path.name}: the GGUF header or tensor table is unreadable ({type(exc).__name__}); "
                          "the file is truncated or corrupt: re-download or re-export it") from None
     try:
-        return _check_gguf(path, reader)
+        header = _check_gguf(path, reader)
     except ModelError:
         raise
     except Exception as exc:  # a field of an unexpected type or layout
         raise ModelError(f"{path.name}: a GGUF header field has an unexpected type or layout "
                          f"({type(exc).__name__}); re-download or re-export the file") from None
+    _header_cache_write(path, header)
+    return header
+
+
+# Reading a header with gguf's reader takes a noticeable part of a second (most of a cold start
+# on the built-in model). A header that passed the checks is kept in tipo's cache folder, keyed by
+# the file's identity (path, device, inode, size, modification and change times) and this
+# module's source: any change to the file or to the checks reads it afresh.
+def _header_key(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+        source = Path(__file__).read_bytes()
+    except OSError:
+        return None
+    ident = f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    return hashlib.sha256(ident.encode("utf-8", "surrogateescape") + source).hexdigest()[:32]
+
+
+def _header_cache_read(path: Path) -> GGUFHeader | None:
+    from ..tags import cache_dir
+
+    folder, key = cache_dir(), _header_key(path)
+    if folder is None or key is None:
+        return None
+    try:
+        fmt, stored, shape, tokens, types, added, bos, eos = marshal.loads((folder / f"gguf-{key}.marshal").read_bytes())
+        if fmt != 1 or stored != key:
+            return None
+        return GGUFHeader(LlamaShape(*shape), tuple(tokens), tuple(types), dict(added), int(bos), int(eos))
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+
+
+def _header_cache_write(path: Path, header: GGUFHeader) -> None:
+    from ..tags import cache_dir, write_atomic
+
+    folder, key = cache_dir(), _header_key(path)
+    if folder is None or key is None:
+        return
+    sh = header.shape
+    shape = (sh.layers, sh.hidden, sh.heads, sh.kv_heads, sh.intermediate, sh.vocab, sh.context, sh.eps,
+             sh.rope_theta, sh.head_dim)
+    blob = marshal.dumps((1, key, shape, list(header.tokens), list(header.token_types), dict(header.added_ids),
+                          header.bos_id, header.eos_id))
+    write_atomic(folder / f"gguf-{key}.marshal", blob)
 
 
 def _field(reader: Any, key: str) -> Any:
