@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", help="tipo model: registry name, .gguf file or HF folder (default: the built-in model)")
     m.add_argument("--backend", choices=("auto", "llama", "hf"), default="auto", help="tipo backend (default: auto)")
     m.add_argument("--threads", type=int, help="CPU threads for the language model (default: all cores)")
+    m.add_argument("--batch-size", type=int, default=1, metavar="N",
+                   help="items tipo decodes together (same outputs as one at a time; default: 1)")
     m.add_argument("--template", help="tipo template text or preset (tags, caption, both, caption_first)")
     m.add_argument("--task", choices=_task_choices(), help="force one trained task for tipo (default: auto, the plan)")
     m.add_argument("--kgen-model", metavar="GGUF", help="the .gguf for kgen (default: --model)")
@@ -148,7 +150,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - returns a RunC
     task = None if args.task in (None, "auto") else args.task
     settings = MethodSettings(model=args.model, backend=args.backend, threads=args.threads, sampling=sampling,
                               template=args.template, task=task, kgen_model=args.kgen_model,
-                              kgen_max_retry=args.kgen_max_retry, cmd_timeout=args.cmd_timeout)
+                              kgen_max_retry=args.kgen_max_retry, cmd_timeout=args.cmd_timeout,
+                              batch_size=args.batch_size)
     images = None
     if args.images:
         images = ImageSettings(pipeline=args.pipeline or "", steps=args.steps, guidance=args.guidance,

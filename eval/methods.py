@@ -114,6 +114,8 @@ class MethodSettings:
         kgen_model: the ``.gguf`` for kgen; None uses ``model``.
         kgen_max_retry: kgen's retries when a result misses its length target (the reference uses 10).
         cmd_timeout: seconds a ``cmd:`` method may take per item.
+        batch_size: items tipo decodes together (``Expander.expand_batch``; the outputs are the
+            same as one at a time, so it is not part of a run's identity).
     """
 
     model: str | None = None
@@ -125,8 +127,11 @@ class MethodSettings:
     kgen_model: str | None = None
     kgen_max_retry: int = 10
     cmd_timeout: float = 60.0
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise EvalError(f"batch_size={self.batch_size!r} is not valid; give a whole number >= 1")
         if self.cmd_timeout <= 0:
             raise EvalError(f"cmd_timeout={self.cmd_timeout} is not valid; give a positive number of seconds")
         if self.kgen_max_retry < 0:
@@ -315,10 +320,27 @@ class TipoMethod:
         self.expander = Expander(settings.model or None, backend=settings.backend, n_threads=settings.threads)
 
     def expand(self, request: Request, text: str, seed: int) -> MethodOutput:
-        from tipo.parse import JSON_ORDER
-
         result = self.expander.expand(request, self.sampling.with_seed(seed), template=self.settings.template,
                                       task=self.settings.task)
+        return self._output(result)
+
+    def expand_many(self, jobs: list[tuple[Request, str, int]]) -> Iterator[tuple[int, MethodOutput | MethodFailure]]:
+        """Several items decoded together (``settings.batch_size`` at a time), as they finish:
+        ``(position in jobs, output or failure)``; each output equals :meth:`expand`'s."""
+        from tipo.errors import TipoError
+
+        results = self.expander.iter_expand_batch([r for r, _, _ in jobs], [self.sampling.with_seed(s) for _, _, s in jobs],
+                                                  template=self.settings.template, task=self.settings.task,
+                                                  batch_size=self.settings.batch_size)
+        for position, result in results:
+            if isinstance(result, TipoError):
+                yield position, MethodFailure(f"tipo: {result}")
+            else:
+                yield position, self._output(result)
+
+    def _output(self, result: Any) -> MethodOutput:
+        from tipo.parse import JSON_ORDER
+
         tags = tuple(t for name in JSON_ORDER for t in result.tags.get(name, ()))
         prov = result.provenance
         detail = {

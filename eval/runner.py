@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,8 +392,7 @@ def run(config: RunConfig, *, on_record: Callable[[dict[str, Any]], None] | None
             try:
                 bar = _progress(config, len(pset.items), len(pset.items) - len(todo),
                                 f"[{index + 1}/{len(specs)}] {spec.name}")
-                for position, item in todo:
-                    record = _expand_one(method, spec, item, position, requests[item.id], config, images)
+                for record in _expand_all(method, spec, todo, requests, config, images):
                     log.append(record)
                     if on_record is not None:
                         on_record(record)
@@ -438,8 +437,31 @@ def _progress(config: RunConfig, total: int, initial: int, desc: str) -> Any:
                 dynamic_ncols=True, leave=True)
 
 
+def _expand_all(method: Any, spec: MethodSpec, todo: list[tuple[int, PromptItem]], requests: Mapping[str, Any],
+                config: RunConfig, images: _ImageStage | None) -> Iterator[dict[str, Any]]:
+    """Records of the items to do: one at a time, or (a method with ``expand_many`` and
+    ``batch_size`` > 1) decoded together in chunks, each record as its item finishes (its
+    ``seconds`` are then the wall time since the previous record: the batch's time per item)."""
+    size = config.settings.batch_size
+    if size <= 1 or not hasattr(method, "expand_many"):
+        for position, item in todo:
+            yield _expand_one(method, spec, item, position, requests[item.id], config, images)
+        return
+    chunk = 8 * size
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        jobs = [(requests[item.id], item.text, item_seed(config.seed, item)) for _, item in part]
+        t_prev = time.perf_counter()
+        for k, output in method.expand_many(jobs):
+            position, item = part[k]
+            now = time.perf_counter()
+            yield _expand_one(method, spec, item, position, requests[item.id], config, images, output, now - t_prev)
+            t_prev = now
+
+
 def _expand_one(method: Any, spec: MethodSpec, item: PromptItem, position: int, request: Any, config: RunConfig,
-                images: _ImageStage | None) -> dict[str, Any]:
+                images: _ImageStage | None, done: Any = None, seconds: float | None = None) -> dict[str, Any]:
+    """One item's record; ``done`` is its output (or MethodFailure) when it was already expanded."""
     seed = item_seed(config.seed, item)
     record: dict[str, Any] = {
         "method": spec.name, "item": item.id, "index": position, "seed": seed,
@@ -447,11 +469,13 @@ def _expand_one(method: Any, spec: MethodSpec, item: PromptItem, position: int, 
     }
     t0 = time.perf_counter()
     try:
-        output = method.expand(request, item.text, seed)
+        if isinstance(done, MethodFailure):
+            raise done
+        output = done if done is not None else method.expand(request, item.text, seed)
         record["output"] = output.to_dict()
     except MethodFailure as exc:
         record["error"] = str(exc)
-    record["seconds"] = round(time.perf_counter() - t0, 6)
+    record["seconds"] = round(seconds if seconds is not None else time.perf_counter() - t0, 6)
     if images is not None and record["output"] is not None:
         image_seed = item_seed(config.seed, item, "tipo-eval-image")
         rel = Path("images") / slug(spec.name) / f"{_safe_name(item.id)}.png"

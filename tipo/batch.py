@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .errors import RequestError, TipoError
+from .errors import RequestError
 from .request import Request, Sampling
 
 if TYPE_CHECKING:
@@ -613,23 +613,36 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
 
 def _records(todo: Sequence[BatchItem], expander: Expander, sampling: Sampling, base: int, template: object,
              task: object, timings: bool, batch_size: int) -> Iterator[dict[str, object]]:
-    """One record per item, in order."""
-    for item in todo:
-        seed = item.seed if item.seed is not None else derive_seed(base, item.index)
-        record: dict[str, object] = {"index": item.index, "line": item.line, "base_seed": base, "seed": seed,
-                                     "request": dict(item.fields)}
+    """One record per item, in input order (results that finish early wait for those before them)."""
+    seeds = [item.seed if item.seed is not None else derive_seed(base, item.index) for item in todo]
+    records = [{"index": item.index, "line": item.line, "base_seed": base, "seed": seed, "request": dict(item.fields)}
+               for item, seed in zip(todo, seeds, strict=True)]
+    runnable = [k for k, item in enumerate(todo) if item.error is None]
+    for k, item in enumerate(todo):
         if item.error is not None:
-            record["error"] = item.error
-            yield record
-            continue
-        try:
-            expansion = expander.expand(item.request, sampling.with_seed(seed), template=template,  # type: ignore[arg-type]
-                                        task=task)  # type: ignore[arg-type]
-        except TipoError as exc:
-            record["error"] = str(exc)
+            records[k]["error"] = item.error
+    finished: dict[int, dict[str, object]] = {}
+    nxt = 0
+
+    def ready() -> Iterator[dict[str, object]]:
+        nonlocal nxt
+        while nxt < len(records) and (todo[nxt].error is not None or nxt in finished):
+            yield records[nxt]
+            finished.pop(nxt, None)
+            nxt += 1
+
+    yield from ready()
+    results = expander.iter_expand_batch((todo[k].request for k in runnable),
+                                         (sampling.with_seed(seeds[k]) for k in runnable),
+                                         template=template, task=task, batch_size=batch_size)  # type: ignore[arg-type]
+    for position, res in results:
+        k = runnable[position]
+        if isinstance(res, Exception):
+            records[k]["error"] = str(res)
         else:
-            record["result"] = expansion.to_dict(timings=timings)
-        yield record
+            records[k]["result"] = res.to_dict(timings=timings)
+        finished[k] = records[k]
+        yield from ready()
 
 
 def _jsonable(value: object) -> object:

@@ -9,23 +9,27 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backends import Backend, open_backend, pick_backend
-from .decoding import DecodeRules, decode
-from .errors import Cancelled, ModelError, RequestError
+from .backends.base import BatchEngine
+from .batching import decode_batch
+from .decoding import DecodeResult, DecodeRules, Sequence, decode
+from .errors import Cancelled, ModelError, RequestError, TipoError
 from .parse import parse_completion
 from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
 from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish
+from .sampling import Sampler
 from .tags import Category, TagTable, default_table
 from .template import Preset, resolve_template
 
@@ -78,6 +82,7 @@ class Expander:
         license_notice(self.model)
         self.table = table or default_table()
         self._lock = threading.Lock()
+        self._batch_engine: BatchEngine | None = None
         t0 = time.perf_counter()
         self._backend: Backend | None = open_backend(self.backend_name, self.model.path, n_threads=n_threads,
                                                      n_ctx=n_ctx, **options)
@@ -97,6 +102,9 @@ class Expander:
     def close(self) -> None:
         """Free the model's memory. Safe to call twice."""
         with self._lock:
+            if self._batch_engine is not None:
+                self._batch_engine.close()
+                self._batch_engine = None
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
@@ -132,45 +140,24 @@ class Expander:
         Returns:
             An :class:`Expansion`; ``result.seed`` repeats the run.
         """
-        if isinstance(request, str):
-            request = Request(request)
-        if not isinstance(request, Request):
-            raise RequestError(f"request must be a tipo.Request or a tag string, got {type(request).__name__}")
-        if sampling is not None and not isinstance(sampling, Sampling):
-            raise RequestError(f"sampling must be a tipo.Sampling or None, got {type(sampling).__name__}")
-        sampling = sampling or Sampling()
-        if template is not None:
-            resolve_template(template)
-        seed = sampling.seed if sampling.seed is not None else fresh_seed()
-        sampling = sampling.with_seed(seed)
-        planned = plan(request, task=task, table=self.table)
+        job = self._prepare(request, sampling, template)
         t_start = time.perf_counter()
         with self._lock:
             backend = self.backend
-            planned, ids, trimmed = self._fit(backend, planned, sampling.max_new_tokens)
+            planned, ids, trimmed = self._fit(backend, plan(job.request, task=task, table=self.table),
+                                              job.sampling.max_new_tokens)
             t_tok = time.perf_counter()
-            completion, n_gen, reason, t_first = self._generate(backend, planned, ids, sampling,
-                                                                _watch(cancel, progress))
-            t_gen = time.perf_counter()
-        parsed = parse_completion(planned, completion, self.table)
-        prov = Provenance(
-            model=self.model.label, model_file=str(self.model.path), backend=self.backend_name,
-            sampling={k: v for k, v in asdict(sampling).items() if k != "seed"}, seed=seed,
-            prompt_tokens=len(ids), generated_tokens=n_gen,
-            seconds={"tokenize": round(t_tok - t_start, 6), "prompt": round(t_first - t_tok, 6),
-                     "generate": round(t_gen - t_first, 6), "total": round(time.perf_counter() - t_start, 6)},
-            trimmed=tuple(trimmed), stop_reason=reason, neutralised=planned.neutralised,
-        )
-        return finish(planned, parsed, template=template, completion=completion, provenance=prov, table=self.table,
-                      known_only=self.known_tags_only)
+            out, t_prompt, t_gen = self._decode_alone(backend, planned, ids, Sampler(job.sampling),
+                                                      _watch(cancel, progress))
+        seconds = {"tokenize": t_tok - t_start, "prompt": t_prompt, "generate": t_gen,
+                   "total": time.perf_counter() - t_start}
+        return self._finish(job, planned, ids, trimmed, out, seconds)
 
-    def _generate(self, backend: Backend, p: Plan, ids: list[int], sampling: Sampling,
-                  watch: ProgressHook | None = None) -> tuple[str, int, str, float]:
-        from .sampling import Sampler
-
-        rules = DecodeRules(p, backend.vocab, self.table, known_tags_only=self.known_tags_only)
+    def _decode_alone(self, backend: Backend, planned: Plan, ids: list[int], sampler: Sampler,
+                      watch: ProgressHook | None = None) -> tuple[DecodeResult, float, float]:
+        """One sequence on the backend's own loop: (result, prompt seconds, generate seconds)."""
         started: list[float] = []
-        budget = min(sampling.max_new_tokens, backend.n_ctx - len(ids))
+        budget = min(sampler.settings.max_new_tokens, backend.n_ctx - len(ids))
         written = [0]
 
         def on_start() -> None:
@@ -184,9 +171,142 @@ class Expander:
                 watch(written[0], budget)
             return False
 
-        out = decode(backend, rules, Sampler(sampling), ids, sampling.max_new_tokens, on_start=on_start,
-                     should_stop=between_tokens if watch is not None else None)
-        return out.completion, out.generated, out.reason, started[0]
+        t0 = time.perf_counter()
+        out = decode(backend, self._rules(planned, backend), sampler, ids, sampler.settings.max_new_tokens,
+                     on_start=on_start, should_stop=between_tokens if watch is not None else None)
+        return out, started[0] - t0, time.perf_counter() - started[0]
+
+    def expand_batch(self, requests: Iterable[Request | str], sampling: Sampling | Iterable[Sampling] | None = None,
+                     *, template: str | Preset | None = None, task: Task | str | None = None,
+                     batch_size: int = 16) -> list[Expansion]:
+        """Expand many requests, decoding up to ``batch_size`` of them together.
+
+        Every result is the one :meth:`expand` gives for that request and seed alone (each
+        sequence keeps its own decode rules, sampler and random generator; see docs/scale.md for
+        the backends and formats where the shared evaluation is bit-exact). Finished sequences
+        leave the batch and waiting ones join it; at most ``batch_size`` hold memory at a time.
+
+        Args:
+            requests: Requests or tag strings.
+            sampling: one Sampling for all (a request without a seed gets a fresh one), or one per
+                request.
+            batch_size: sequences decoded together; 1 decodes one at a time.
+
+        Returns:
+            The Expansions in the order of ``requests``. The first request that fails raises
+            (use :meth:`iter_expand_batch` to keep going past failures).
+        """
+        results = sorted(self.iter_expand_batch(requests, sampling, template=template, task=task,
+                                                batch_size=batch_size), key=lambda r: r[0])
+        for _, res in results:
+            if isinstance(res, Exception):
+                raise res
+        return [res for _, res in results]  # type: ignore[misc]
+
+    def iter_expand_batch(self, requests: Iterable[Request | str], sampling: Sampling | Iterable[Sampling] | None = None,
+                          *, template: str | Preset | None = None, task: Task | str | None = None,
+                          batch_size: int = 16) -> Iterator[tuple[int, Expansion | TipoError]]:
+        """:meth:`expand_batch` as ``(position, Expansion or the error)`` pairs in the order they finish.
+
+        Requests are read from the iterable as slots free up; a request that cannot be planned
+        or fit yields its :class:`~tipo.errors.TipoError` and the others go on.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise RequestError(f"batch_size={batch_size!r} is not valid; give a whole number >= 1")
+        if template is not None:
+            resolve_template(template)
+        samplings = _samplings(sampling)
+        window = max(4 * batch_size, 64)  # requests prepared ahead: bounded memory for any input size
+        it = iter(requests)
+        position = 0
+        with self._lock:
+            backend = self.backend
+            while True:
+                chunk = []
+                for request in it:
+                    chunk.append((position, request, next(samplings, None)))
+                    position += 1
+                    if len(chunk) >= window:
+                        break
+                if not chunk:
+                    return
+                yield from self._decode_chunk(backend, chunk, template, task, batch_size)
+
+    def _decode_chunk(self, backend: Backend, chunk: list, template: object, task: Task | str | None,  # noqa: ANN001
+                      batch_size: int) -> Iterator[tuple[int, Expansion | TipoError]]:
+        jobs = []
+        for position, request, samp in chunk:
+            t_start = time.perf_counter()
+            try:
+                if samp is _MISSING:
+                    raise RequestError(f"sampling has fewer entries than requests (none for request {position})")
+                job = self._prepare(request, samp, template)  # type: ignore[arg-type]
+                planned, ids, trimmed = self._fit(backend, plan(job.request, task=task, table=self.table),
+                                                  job.sampling.max_new_tokens)
+            except TipoError as exc:
+                yield position, exc
+                continue
+            budget = min(job.sampling.max_new_tokens, backend.n_ctx - len(ids))
+            seq = Sequence(self._rules(planned, backend), Sampler(job.sampling), ids, budget)
+            jobs.append((position, job, planned, ids, trimmed, seq, time.perf_counter() - t_start))
+        if not jobs:
+            return
+        need = max(len(j[3]) + j[5].budget for j in jobs)
+        engine = self._engine(backend, min(batch_size, len(jobs)), need) if batch_size > 1 else None
+        by_key = {j[0]: j for j in jobs}
+        if engine is None:  # one at a time, on the backend's own loop
+            for position, job, planned, ids, trimmed, seq, t_tok in jobs:
+                out, t_prompt, t_gen = self._decode_alone(backend, planned, ids, seq.sampler)
+                yield position, self._finish(job, planned, ids, trimmed, out, {
+                    "tokenize": t_tok, "prompt": t_prompt, "generate": t_gen, "total": t_tok + t_prompt + t_gen})
+            return
+        for done in decode_batch(engine, ((j[0], j[5], j[3]) for j in jobs)):
+            position, job, planned, ids, trimmed, _seq, t_tok = by_key[done.key]
+            yield position, self._finish(job, planned, ids, trimmed, done.result, {
+                "tokenize": t_tok, "prompt": done.t_first - done.t_join, "generate": done.t_end - done.t_first,
+                "total": t_tok + done.t_end - done.t_join})
+
+    def _engine(self, backend: Backend, n_seq: int, need: int) -> BatchEngine | None:
+        """The backend's batch engine for n_seq sequences of ``need`` tokens (kept between calls
+        while it is big enough; cells are rounded up to 256 so similar batches share one)."""
+        cells = min(backend.n_ctx, -(-need // 256) * 256)
+        have = self._batch_engine
+        if have is not None and have.capacity >= n_seq and have.n_ctx_seq >= cells:
+            return have
+        if have is not None:
+            have.close()
+            self._batch_engine = None
+        self._batch_engine = backend.batched(n_seq, cells)
+        return self._batch_engine
+
+    def _prepare(self, request: Request | str, sampling: Sampling | None, template: object) -> _Job:
+        if isinstance(request, str):
+            request = Request(request)
+        if not isinstance(request, Request):
+            raise RequestError(f"request must be a tipo.Request or a tag string, got {type(request).__name__}")
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise RequestError(f"sampling must be a tipo.Sampling or None, got {type(sampling).__name__}")
+        sampling = sampling or Sampling()
+        if template is not None:
+            resolve_template(template)  # type: ignore[arg-type]
+        seed = sampling.seed if sampling.seed is not None else fresh_seed()
+        return _Job(request, sampling.with_seed(seed), template)
+
+    def _rules(self, planned: Plan, backend: Backend) -> DecodeRules:
+        return DecodeRules(planned, backend.vocab, self.table, known_tags_only=self.known_tags_only)
+
+    def _finish(self, job: _Job, planned: Plan, ids: list[int], trimmed: list[str], out: DecodeResult,
+                seconds: dict[str, float]) -> Expansion:
+        parsed = parse_completion(planned, out.completion, self.table)
+        prov = Provenance(
+            model=self.model.label, model_file=str(self.model.path), backend=self.backend_name,
+            sampling={k: v for k, v in asdict(job.sampling).items() if k != "seed"}, seed=job.sampling.seed,
+            prompt_tokens=len(ids), generated_tokens=out.generated,
+            seconds={k: round(v, 6) for k, v in seconds.items()}, trimmed=tuple(trimmed), stop_reason=out.reason,
+            neutralised=planned.neutralised,
+        )
+        return finish(planned, parsed, template=job.template, completion=out.completion,  # type: ignore[arg-type]
+                      provenance=prov, table=self.table, known_only=self.known_tags_only)
 
     def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
         """Keep the prompt within the context, leaving room to write.
@@ -265,6 +385,23 @@ def _watch(cancel: CancelHook | None, progress: ProgressHook | None) -> Progress
             progress(n, total)
 
     return watch
+
+
+@dataclass(frozen=True)
+class _Job:
+    request: Request
+    sampling: Sampling  # with its seed
+    template: object
+
+
+_MISSING = object()
+
+
+def _samplings(sampling: Sampling | Iterable[Sampling] | None) -> Iterator[Sampling | None]:
+    """One sampling per request: the same one for all, or the given ones (then _MISSING past the end)."""
+    if sampling is None or isinstance(sampling, Sampling):
+        return itertools.repeat(sampling)
+    return itertools.chain(iter(sampling), itertools.repeat(_MISSING))  # type: ignore[arg-type]
 
 
 def _largest(n: int, ok) -> int | None:  # noqa: ANN001

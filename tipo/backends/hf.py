@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ModelError, require
 from ..tokens import ADDED_TOKENS, encode_prompt
 from ..vocab import TokenText, piece_bytes
-from .base import Backend
+from .base import Backend, BatchEngine
 from .validate import bounded_threads, check_hf_folder, context_size
 
 __all__ = ["TransformersBackend"]
@@ -123,6 +123,10 @@ class TransformersBackend(Backend):
         self._ids.append(token)
         return self._forward([token])
 
+    def batched(self, n_seq: int, n_ctx_seq: int) -> HFBatch:
+        """Batched forwards over one left-padded KV cache (attention mask and position ids per row)."""
+        return HFBatch(self, n_seq, n_ctx_seq)
+
     def close(self) -> None:
         self._cache = None
         if getattr(self, "model", None) is not None:
@@ -143,3 +147,112 @@ def _guarded_io() -> Iterator[None]:
             yield
     finally:
         sys.stdin = old_in
+
+
+class HFBatch(BatchEngine):
+    """Several sequences per forward over one left-padded KV cache.
+
+    A joining sequence's prompt is evaluated alone (the very computation of a single expansion),
+    and its keys and values are copied into its row of the batch cache, right-aligned, with the
+    columns before it masked. Each step then feeds one token per row in one forward, with the
+    attention mask and per-row position ids; rows without a token this step get a masked column.
+    Columns masked in every row are cut from the left, so the cache holds at most the longest
+    running sequence plus padding.
+    """
+
+    def __init__(self, backend: TransformersBackend, n_seq: int, n_ctx_seq: int) -> None:
+        self._b = backend
+        self._torch = backend._torch
+        self.capacity = int(n_seq)
+        self.n_ctx_seq = int(n_ctx_seq)
+        self._kv: list[list] | None = None  # per layer [keys, values], each [rows, heads, T, dim]
+        with self._torch.inference_mode():
+            self._mask = self._torch.zeros((self.capacity, 0), dtype=self._torch.long, device=backend.device)
+        self._len = [0] * self.capacity  # real tokens per row
+
+    def _prefill(self, slot: int, ids: list[int]) -> np.ndarray:
+        torch = self._torch
+        b = self._b
+        with torch.inference_mode():
+            inp = torch.tensor([ids], dtype=torch.long, device=b.device)
+            out = b.model(input_ids=inp, use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        n = len(ids)
+        if self._kv is None:
+            self._kv = [[k.new_zeros((self.capacity, *k.shape[1:2], 0, k.shape[3])),
+                         v.new_zeros((self.capacity, *v.shape[1:2], 0, v.shape[3]))] for k, v in layers]
+        width = self._mask.shape[1]
+        if n > width:  # widen everyone on the left with masked columns
+            grow = n - width
+            for kv in self._kv:
+                for j in (0, 1):
+                    t = kv[j]
+                    kv[j] = torch.cat([t.new_zeros((*t.shape[:2], grow, t.shape[3])), t], dim=2)
+            self._mask = torch.cat([self._mask.new_zeros((self.capacity, grow)), self._mask], dim=1)
+            width = n
+        for kv, (k, v) in zip(self._kv, layers, strict=True):
+            kv[0][slot, :, width - n :] = k[0]
+            kv[1][slot, :, width - n :] = v[0]
+            kv[0][slot, :, : width - n] = 0
+            kv[1][slot, :, : width - n] = 0
+        self._mask[slot] = 0
+        self._mask[slot, width - n :] = 1
+        self._len[slot] = n
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def forward(self, work: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
+        with self._torch.inference_mode():  # the cache tensors are inference tensors
+            return self._forward(work)
+
+    def _forward(self, work: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
+        torch = self._torch
+        b = self._b
+        out: dict[int, np.ndarray] = {}
+        steps = {}
+        for slot, pos, toks in work:
+            if pos == 0:
+                out[slot] = self._prefill(slot, toks)
+            else:
+                if len(toks) != 1 or pos != self._len[slot]:
+                    raise ValueError("the transformers batch engine steps one token at the end of a row")
+                steps[slot] = toks[0]
+        if steps and self._kv is not None:
+            from transformers import DynamicCache
+
+            ids = torch.zeros((self.capacity, 1), dtype=torch.long, device=b.device)
+            col = torch.zeros((self.capacity, 1), dtype=torch.long, device=b.device)
+            pos_ids = torch.zeros((self.capacity, 1), dtype=torch.long, device=b.device)
+            for slot, tok in steps.items():
+                ids[slot, 0] = tok
+                col[slot, 0] = 1
+                pos_ids[slot, 0] = self._len[slot]
+            mask = torch.cat([self._mask, col], dim=1)
+            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in self._kv], config=b.model.config)
+            with torch.inference_mode():
+                res = b.model(input_ids=ids, attention_mask=mask, position_ids=pos_ids, past_key_values=cache,
+                              use_cache=True)
+            self._kv = [[layer.keys, layer.values] for layer in res.past_key_values.layers]
+            self._mask = mask
+            logits = res.logits[:, -1].float().cpu().numpy()
+            for slot in steps:
+                self._len[slot] += 1
+                out[slot] = logits[slot].copy()
+            self._trim()
+        return [out[slot] for slot, _, _ in work]
+
+    def _trim(self) -> None:
+        """Cut the columns that are masked in every row (bounded memory)."""
+        used = self._mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else self._mask.shape[1]
+        if first >= 64 or (first and first * 4 >= self._mask.shape[1]):
+            self._mask = self._mask[:, first:]
+            assert self._kv is not None
+            self._kv = [[k[:, :, first:], v[:, :, first:]] for k, v in self._kv]
+
+    def free(self, slot: int) -> None:
+        with self._torch.inference_mode():
+            self._mask[slot] = 0
+        self._len[slot] = 0
+
+    def close(self) -> None:
+        self._kv = None

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ModelError, RequestError, require
 from ..tokens import encode_prompt
 from ..vocab import TokenText, piece_bytes
-from .base import Backend
+from .base import Backend, BatchEngine
 from .validate import bounded_threads, context_size, read_gguf
 
 __all__ = ["LlamaCppBackend", "check_gguf"]
@@ -72,6 +72,8 @@ class LlamaCppBackend(Backend):
             self._protocol[tid] = True
         self._protocol[np.asarray(header.token_types) == _USER_DEFINED] = True
         self._ids: list[int] = []
+        self._threads = threads
+        self._n_gpu_layers = n_gpu_layers
 
     def _encode_text(self, text: str) -> list[int]:
         """One stretch of plain text, WITHOUT special-token parsing (its own SentencePiece sentence)."""
@@ -108,11 +110,109 @@ class LlamaCppBackend(Backend):
         self._ids.append(token)
         return self._logits()
 
+    def batched(self, n_seq: int, n_ctx_seq: int) -> LlamaBatch:
+        """A second context on the same weights that decodes up to ``n_seq`` sequences per
+        ``llama_decode``, each with its own KV cache stream of ``n_ctx_seq`` cells."""
+        return LlamaBatch(self, n_seq, n_ctx_seq)
+
     def close(self) -> None:
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()
             self._llm = None  # type: ignore[assignment]
+
+
+class LlamaBatch(BatchEngine):
+    """Several sequences per ``llama_decode`` (llama.cpp's ``n_seq_max``), one KV stream each.
+
+    The KV cache is not unified (``kv_unified=False``): every sequence has its own stream whose
+    cells start at 0, laid out as when the sequence is decoded alone, so its attention sums run
+    over the same cells in the same order. Logits are read per sequence with
+    ``llama_get_logits_ith``.
+    """
+
+    def __init__(self, backend: LlamaCppBackend, n_seq: int, n_ctx_seq: int) -> None:
+        lib = backend._lib
+        self._lib = lib
+        self.capacity = int(n_seq)
+        self.n_ctx_seq = int(n_ctx_seq)
+        self._n_vocab = backend._n_vocab
+        # The single-sequence context's settings (attention kernel, KV types, ...), so both contexts
+        # compute alike; then only the sizes change.
+        single = backend._llm.context_params
+        params = type(single)()
+        ctypes.memmove(ctypes.addressof(params), ctypes.addressof(single), ctypes.sizeof(single))
+        params.n_ctx = self.capacity * self.n_ctx_seq
+        params.n_seq_max = self.capacity
+        self._chunk = int(min(single.n_batch, single.n_ubatch))
+        params.n_threads = params.n_threads_batch = backend._threads
+        params.kv_unified = False
+        params.no_perf = True
+        self._ctx = lib.llama_init_from_model(backend._llm.model, params)
+        if not self._ctx:
+            raise ModelError(f"llama.cpp could not make a context for {self.capacity} sequences of "
+                             f"{self.n_ctx_seq} tokens (out of memory?); use a smaller batch size")
+        got = int(lib.llama_n_ctx_seq(self._ctx))
+        if got < self.n_ctx_seq:
+            self.close()
+            raise ModelError(f"llama.cpp gave {got} cells per sequence, not {self.n_ctx_seq}")
+        self._mem = lib.llama_get_memory(self._ctx)
+        self._batch = lib.llama_batch_init(self._chunk, 0, 1)
+
+    def forward(self, work: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
+        # Pieces of at most one chunk, cut from each slot's own start as the single context's eval()
+        # cuts a prompt, and never split across two llama_decode calls: every token is evaluated
+        # with the same companions of its own sequence as when the sequence runs alone.
+        size = self._chunk
+        pieces = [(slot, pos + k, toks[k : k + size], k + size >= len(toks))
+                  for slot, pos, toks in work for k in range(0, len(toks), size)]
+        calls: list[list[tuple[int, int, list[int], bool]]] = [[]]
+        room = size
+        for piece in pieces:
+            if len(piece[2]) > room:
+                calls.append([])
+                room = size
+            calls[-1].append(piece)
+            room -= len(piece[2])
+        out: dict[int, np.ndarray] = {}
+        for call in calls:
+            self._decode(call, out)
+        return [out[slot] for slot, _, _ in work]
+
+    def _decode(self, call: list[tuple[int, int, list[int], bool]], out: dict[int, np.ndarray]) -> None:
+        lib = self._lib
+        b = self._batch
+        want: dict[int, int] = {}  # slot -> index of its last token in this llama_batch
+        i = 0
+        for slot, pos, toks, last in call:
+            for k, tok in enumerate(toks):
+                b.token[i] = tok
+                b.pos[i] = pos + k
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = slot
+                b.logits[i] = last and k == len(toks) - 1
+                i += 1
+            if last:
+                want[slot] = i - 1
+        b.n_tokens = i
+        rc = lib.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise ModelError(f"llama_decode failed ({rc}); the KV cache may be full: use a smaller batch size")
+        for slot, idx in want.items():
+            ptr = lib.llama_get_logits_ith(self._ctx, idx)
+            out[slot] = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                              shape=(self._n_vocab,)).copy()
+
+    def free(self, slot: int) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, slot, -1, -1)
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
 
 
 def _is_added(text: str) -> bool:
