@@ -101,7 +101,9 @@ def llama_cpp():
 def load_llama(llama_cpp, path: Path, **kwargs):
     # One thread: the model is tiny, and spinning threads crawl on a busy 2-core machine.
     defaults = dict(n_ctx=256, n_threads=1, n_threads_batch=1, n_batch=256, logits_all=True, verbose=False)
-    return llama_cpp.Llama(model_path=str(path), **{**defaults, **kwargs})
+    from tipo.backends.llama import open_llama
+
+    return open_llama(llama_cpp, model_path=str(path), **{**defaults, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -495,3 +497,22 @@ def test_cli_help(module):
     )
     assert "usage: python -m " + module in result.stdout
     assert "--outtype" in result.stdout
+
+
+def test_q8_0_model_evaluates_a_prompt_through_the_backend_on_amx_cpus(tiny_model, tmp_path):
+    # llama.cpp's AMX buffers crashed (SIGSEGV) on any multi-token evaluation of a Q8_0 model;
+    # the backend loads without them there. Run in a subprocess so a crash is a failure, not a
+    # dead test session.
+    pytest.importorskip("llama_cpp")
+    from models.gguf_export import export_hf_to_gguf
+
+    path = export_hf_to_gguf(tiny_model.hf_dir, tmp_path / "tiny-q8_0.gguf", outtype="q8_0")
+    code = (
+        "import sys, tipo\n"
+        "with tipo.Expander(sys.argv[1], backend='llama', n_threads=1) as ex:\n"
+        "    r = ex.expand(tipo.Request('1girl, forest'), tipo.Sampling(seed=1, max_new_tokens=8))\n"
+        "print(r.provenance.generated_tokens)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.strip()) > 0

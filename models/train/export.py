@@ -65,7 +65,9 @@ def check_logits(gguf_path: Path, hf_dir: Path, ids: Sequence[int]) -> dict[str,
         model = LlamaForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
     with torch.inference_mode():
         ref = model(input_ids=torch.tensor([list(ids)])).logits[0, -1].numpy()
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=1024, logits_all=False, verbose=False)
+    from tipo.backends.llama import open_llama
+
+    llm = open_llama(llama_cpp, model_path=str(gguf_path), n_ctx=1024, logits_all=False, verbose=False)
     try:
         llm.eval(list(ids))
         ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,10 +15,47 @@ from ..vocab import TokenText, piece_bytes
 from .base import Backend, BatchEngine
 from .validate import bounded_threads, context_size, read_gguf
 
-__all__ = ["LlamaCppBackend", "check_gguf"]
+__all__ = ["LlamaCppBackend", "check_gguf", "open_llama"]
 
 # Token types of a GGUF vocabulary (gguf.TokenType): 3 control, 4 user-defined.
 _CONTROL, _USER_DEFINED = 3, 4
+
+
+# Serialises the brief swap in open_llama (the only place tipo touches llama-cpp-python's module).
+_PARAMS_SWAP = threading.Lock()
+
+
+def open_llama(llama_cpp: Any, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(**kwargs)``, without llama.cpp's extra CPU buffer types on AMX machines.
+
+    On CPUs with AMX (``AMX_INT8 = 1`` in ``llama_print_system_info()``), llama.cpp 0.3.x moves
+    quantised weights (Q8_0, Q4_0, ...) into AMX buffers, and evaluating more than one token of a
+    Q8_0 model then kills the process with SIGSEGV (seen with llama-cpp-python 0.3.36, from tiny
+    shapes up to TIPO-500M). The plain CPU buffers compute the same model. ``Llama()`` takes no
+    ``use_extra_bufts`` argument, so the model defaults it reads are swapped for the length of
+    the constructor, under a lock.
+
+    Example::
+
+        llm = open_llama(llama_cpp, model_path="model.gguf", n_ctx=1024, verbose=False)
+    """
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+    if "AMX_INT8 = 1" not in info or not hasattr(original(), "use_extra_bufts"):
+        return llama_cpp.Llama(**kwargs)
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    with _PARAMS_SWAP:
+        module.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_cpp.Llama(**kwargs)
+        finally:
+            module.llama_model_default_params = original
 
 
 def check_gguf(path: Path) -> None:
@@ -45,8 +84,8 @@ class LlamaCppBackend(Backend):
         if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
             raise RequestError(f"n_gpu_layers={n_gpu_layers!r} is not valid; give -1 (all), 0 (none) or a layer count")
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.path), n_ctx=ctx, n_batch=min(512, ctx),
+            self._llm = open_llama(
+                llama_cpp, model_path=str(self.path), n_ctx=ctx, n_batch=min(512, ctx),
                 n_threads=threads, n_threads_batch=threads, n_gpu_layers=n_gpu_layers,
                 logits_all=False, verbose=verbose,
             )
