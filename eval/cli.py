@@ -23,47 +23,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from tipo.flags import add_option_flags
+
 from .errors import EvalError
 
 __all__ = ["build_parser", "main"]
 
-# tipo options that the runner sets itself (per item) or takes elsewhere.
-_SKIP_OPTIONS = {"tags", "caption", "seed", "task", "template", "model", "backend"}
+# tipo options the runner sets per item (tags, caption, seed) or that it does not offer.
+_NOT_FLAGS = ("tags", "caption", "seed", "device", "known_tags")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise EvalError(f"{message} (see '{self.prog} --help')")
-
-
-def _add_tipo_flags(p: argparse.ArgumentParser) -> None:
-    from tipo.options import OPTIONS, Kind
-
-    groups = {"request": p.add_argument_group("request defaults (every item; an item's own .jsonl fields win)"),
-              "sampling": p.add_argument_group("sampling (tipo and kgen)")}
-    for o in OPTIONS:
-        if o.name in _SKIP_OPTIONS or o.group not in groups:
-            continue
-        g = groups[o.group]
-        default = f" (default: {o.default})" if o.default not in ("", None) else ""
-        if o.name == "ban_regex":
-            g.add_argument(o.flag, action="append", default=None, metavar="REGEX", help=o.help + " (repeatable)")
-        elif o.kind is Kind.BOOL:
-            g.add_argument(o.flag, action="store_true", default=None, help=o.help)
-        elif o.kind is Kind.CHOICE:
-            g.add_argument(o.flag, choices=o.choices, default=None, help=o.help + default)
-        elif o.kind is Kind.INT:
-            g.add_argument(o.flag, type=int, default=None, help=o.help + default)
-        elif o.kind is Kind.FLOAT:
-            g.add_argument(o.flag, type=float, default=None, help=o.help + default)
-        else:
-            g.add_argument(o.flag, default=None, help=o.help + default)
-
-
-def _task_choices() -> tuple[str, ...]:
-    from tipo.options import by_name
-
-    return by_name("task").choices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,18 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, metavar="S", help="base seed of the per-item seeds (default: 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     m = r.add_argument_group("methods")
-    m.add_argument("--model", help="tipo model: registry name, .gguf file or HF folder (default: the built-in model)")
-    m.add_argument("--backend", choices=("auto", "llama", "hf"), default="auto", help="tipo backend (default: auto)")
-    m.add_argument("--threads", type=int, help="CPU threads for the language model (default: all cores)")
     m.add_argument("--batch-size", type=int, default=1, metavar="N",
                    help="items tipo decodes together (same outputs as one at a time; default: 1)")
-    m.add_argument("--template", help="tipo template text or preset (tags, caption, both, caption_first)")
-    m.add_argument("--task", choices=_task_choices(), help="force one trained task for tipo (default: auto, the plan)")
     m.add_argument("--kgen-model", metavar="GGUF", help="the .gguf for kgen (default: --model)")
     m.add_argument("--kgen-max-retry", type=int, default=10, metavar="N",
                    help="kgen's retries when a result misses its length target (default: 10, as kgen)")
     m.add_argument("--cmd-timeout", type=float, default=60.0, metavar="S", help="seconds per item for cmd: (default: 60)")
-    _add_tipo_flags(r)
+    # tipo's settings, from tipo.options (request ones are defaults; an item's own .jsonl fields win).
+    add_option_flags(r, ("request", "sampling", "expand", "loading"), exclude=_NOT_FLAGS, positional=())
     i = r.add_argument_group("images")
     i.add_argument("--images", action="store_true", help="generate one image per (method, item)")
     i.add_argument("--pipeline", metavar="PATH", help="diffusers pipeline folder or hub id for --images")
@@ -131,25 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - returns a RunConfig
     """The RunConfig the flags describe (request and sampling flags through tipo.options)."""
-    from tipo.options import OPTIONS, from_values
+    from tipo.flags import values_from_args
+    from tipo.options import Dest, by_name
+    from tipo.settings import from_values
 
     from .methods import MethodSettings
     from .runner import ImageSettings, RunConfig, ScoringSettings
 
-    given = {o.name: getattr(args, o.name) for o in OPTIONS
-             if o.name not in _SKIP_OPTIONS and getattr(args, o.name, None) is not None}
-    for name in ("width", "height", "aspect_ratio"):
-        if name in given and given[name] <= 0:
-            raise EvalError(f"--{name.replace('_', '-')}={given[name]} is not valid; give a positive number")
-    request, sampling = from_values(given)
-    request_names = {o.name for o in OPTIONS if o.group == "request"}
-    from .methods import request_json
-
-    as_json = request_json(request)
-    defaults = {name: as_json[name] for name in given if name in request_names}
-    task = None if args.task in (None, "auto") else args.task
-    settings = MethodSettings(model=args.model, backend=args.backend, threads=args.threads, sampling=sampling,
-                              template=args.template, task=task, kgen_model=args.kgen_model,
+    given = values_from_args(args)
+    tipo = from_values(given)
+    as_json = tipo.request.to_dict()
+    defaults = {name: as_json[name] for name in given if by_name(name).dest is Dest.REQUEST}
+    loading = tipo.loading
+    settings = MethodSettings(model=loading["model"], backend=loading["backend"], threads=loading["n_threads"],
+                              sampling=tipo.sampling, template=tipo.template, task=tipo.task, kgen_model=args.kgen_model,
                               kgen_max_retry=args.kgen_max_retry, cmd_timeout=args.cmd_timeout,
                               batch_size=args.batch_size)
     images = None

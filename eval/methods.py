@@ -484,11 +484,8 @@ class CommandMethod:
 
 
 def request_json(request: Request) -> dict[str, Any]:
-    """A Request as JSON values (enums as their values, tuples as lists)."""
-    out = {}
-    for key, value in asdict(request).items():
-        out[key] = value.value if hasattr(value, "value") else list(value) if isinstance(value, tuple) else value
-    return out
+    """A Request as JSON values (enums as their values, tuples as lists): ``Request.to_dict``."""
+    return request.to_dict()
 
 
 def slug(name: str) -> str:

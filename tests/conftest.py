@@ -72,7 +72,7 @@ def expander_spy(monkeypatch):
         def __init__(self, model, **kwargs):
             record.built.append(model)
             record.options.append(kwargs)
-            super().__init__(model, n_threads=1, **kwargs)
+            super().__init__(model, **{**kwargs, "n_threads": 1})
 
         def expand(self, request, sampling=None, **kwargs):
             record.seeds.append(sampling.seed)

@@ -125,13 +125,13 @@ def comfy(tmp_path_factory):
 
 def library(seed: int, **fields: object) -> str:
     from tipo import Expander
-    from tipo.options import from_values
+    from tipo.settings import from_values
 
-    values = {k: v for k, v in WORKFLOW["1"]["inputs"].items() if k not in ("model", "backend", "device", "template")}
+    values = {k: v for k, v in WORKFLOW["1"]["inputs"].items() if k not in ("model", "backend", "device")}
     values.update(seed=seed, **fields)
-    request, sampling = from_values(values)
+    settings = from_values(values)
     with Expander(n_threads=1) as ex:
-        return ex.expand(request, sampling).prompt
+        return ex.expand(settings.request, settings.sampling, **settings.expand).prompt
 
 
 def test_the_example_workflow_runs_cached_and_reseeded(comfy):

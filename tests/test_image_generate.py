@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from tipo.infotext import from_infotext
+
 torch = pytest.importorskip("torch", reason="the image stage needs torch: pip install 'tipo-prompt[image]'")
 pytest.importorskip("diffusers", reason="the image stage needs diffusers: pip install 'tipo-prompt[image]'")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,10 +69,10 @@ def test_saved_pngs_carry_parameters_and_regenerate_identical_pixels(sd, tmp_pat
     assert params["Prompt"] == expansion.prompt and params["Negative prompt"] == "bad, hands"
     assert params["Seed"] == "11" and params["Steps"] == "2" and params["Size"] == "32x32"
     assert params["Sampler"] == "DDIM" and params["CFG scale"] == "7.5"
-    assert params["TIPO prompt"] == "1girl, forest" and params["TIPO nl prompt"] == ""
-    tipo_settings = params["TIPO Parameters"]
+    assert params["TIPO prompt"] == "1girl, forest" and "TIPO nl prompt" not in params  # empty: not written
+    tipo_settings = from_infotext(params)
     assert tipo_settings["tags"] == "1girl, forest" and tipo_settings["length"] == "long"
-    assert {"model", "seed", "temperature", "output", "task"} <= set(tipo_settings)
+    assert {"model", "seed", "temperature", "output", "task"} <= set(params["TIPO Parameters"])
     assert "TIPO prompt" not in read_parameters(result.paths[1])
     for path, image in zip(result.paths, result.images, strict=True):
         assert np.array_equal(pixels(regenerate(path, sd)), pixels(image))
@@ -246,15 +248,14 @@ def test_keep_leaves_the_language_model_loaded(expander):
 
 
 def test_overlap_gives_the_same_images_and_expansion_seeds_derive_from_the_base(expander, sd):
-    from tipo.batch import derive_seed
-
     prompts = ["1girl, forest", "1boy, sky", "scenery"]
     seq = generate(prompts, sd, expander=expander, sampling=SHORT, steps=2, seed=21, overlap=False)
     par = generate(prompts, sd, expander=expander, sampling=SHORT, steps=2, seed=21, overlap=True)
     assert par.timings["overlap"] == 1.0 and seq.timings["overlap"] == 0.0
     assert [r.prompt for r in seq.records] == [r.prompt for r in par.records]
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(seq.images, par.images, strict=True))
-    assert [r.expansion.seed for r in seq.records] == [derive_seed(21, i) for i in range(3)]
+    # tipo.seeds rule 5: each prompt is expanded with the seed of its first image (n=1: 21, 22, 23)
+    assert [r.expansion.seed for r in seq.records] == [r.seed for r in seq.records] == [21, 22, 23]
 
 
 def test_the_one_private_diffusers_method_tipo_replaces_is_pinned():

@@ -162,13 +162,16 @@ def test_input_types_are_generated_from_options(comfy):
     required = comfy.NODE_CLASS_MAPPINGS["TIPO"].INPUT_TYPES()["required"]
     assert list(required) == list(FROZEN_TIPO_INPUTS)
     op = comfy.NODE_CLASS_MAPPINGS["TIPOOperation"].INPUT_TYPES()["required"]
-    assert set(required) | set(op) == {o.name for o in OPTIONS} | {"device"}  # every option is a widget
+    optional = comfy.NODE_CLASS_MAPPINGS["TIPO"].INPUT_TYPES()["optional"]
+    assert list(optional) == ["threads", "known_tags", "n_ctx", "allow_pickle"]  # added later: optional, after the frozen ones
+    required = {**required, **optional}
+    assert set(required) | set(op) == {o.name for o in OPTIONS}  # every option is a widget
     for o in OPTIONS:
         if o.name in ("task", "seed", "model"):
             continue
         kind, spec = required[o.name]
         assert spec["tooltip"] == o.help
-        if o.kind is Kind.MULTILINE or o.name == "template":
+        if o.kind is Kind.MULTILINE:
             assert kind == "STRING" and spec["multiline"] is True
         elif o.kind is Kind.TEXT:
             assert kind == "STRING" and spec["multiline"] is False
@@ -178,7 +181,7 @@ def test_input_types_are_generated_from_options(comfy):
             assert kind == "BOOLEAN" and spec["default"] is o.default
         else:
             assert kind == ("INT" if o.kind is Kind.INT else "FLOAT")
-            assert (spec["default"], spec["min"], spec["max"]) == (o.default, o.min, o.max)
+            assert (spec["default"], spec["min"], spec["max"]) == (o.default, o.widget_min, o.widget_max)
     assert required["length"][0] == [m.value for m in Length]
     assert required["seed"] == ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                                         "control_after_generate": True, "tooltip": by_name("seed").help})
@@ -240,12 +243,12 @@ def test_model_is_loaded_once_and_reused(comfy, spy):
         run(comfy, "TIPO", tags="1girl", seed=seed)
     run(comfy, "TIPOOperation", tags="1girl", task="tag_to_long")
     assert len(spy.built) == 1 and comfy.HOST.cache.loads == 1
-    assert comfy.HOST.cache.keys() == [(spy.built[0], "auto", "cpu")]
+    assert [k[:3] for k in comfy.HOST.cache.keys()] == [(spy.built[0], "auto", "cpu")]
 
 
 def test_unload_all_models_closes_the_cached_model(comfy):
     run(comfy, "TIPO", tags="1girl", seed=1)
-    (expander,) = [comfy.HOST.cache.get(*k) for k in comfy.HOST.cache.keys()]
+    (expander,) = [ex for _, ex in comfy.HOST.cache.items()]
     mm = sys.modules["comfy.model_management"]
     mm.unload_all_models()
     assert not expander.loaded and len(comfy.HOST.cache) == 0
@@ -262,8 +265,8 @@ def test_gpu_models_are_freed_under_memory_pressure_only(comfy, tiny_model):
     mm.get_torch_device = lambda: "cpu"  # the transformers model goes to ComfyUI's device
     run(comfy, "TIPO", tags="1girl", model="tiny-hf", device="gpu", seed=1)
     run(comfy, "TIPO", tags="1girl", seed=1)
-    assert [k[1:] for k in comfy.HOST.cache.keys()] == [("auto", "gpu"), ("auto", "cpu")]
-    (hf,) = [comfy.HOST.cache.get(*k) for k in comfy.HOST.cache.keys() if k[2] == "gpu"]
+    assert [k[1:3] for k in comfy.HOST.cache.keys()] == [("auto", "gpu"), ("auto", "cpu")]
+    (hf,) = [ex for k, ex in comfy.HOST.cache.items() if k[2] == "gpu"]
     assert hf.backend_name == "hf"
     mm.free_memory(10**9, "cuda:0")  # enough memory left: nothing of ours is touched
     assert len(comfy.HOST.cache) == 2

@@ -27,7 +27,7 @@ TEMPLATE = "TIPO, <|special|>, <|general|>"  # a literal prefix marks expanded p
 FROZEN_API_ARGS = (
     "enabled", "caption", "caption_kind", "length", "output", "gen_meta", "ban", "ban_regex", "task", "template",
     "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "model", "backend",
-    "device",
+    "device", "threads", "known_tags", "n_ctx", "allow_pickle",
 )
 
 
@@ -175,7 +175,7 @@ def paste(module, components, text):
 # -- tests ------------------------------------------------------------------------------------------
 def test_api_argument_order_is_frozen_and_covers_every_option(ext):
     assert ext.API_ARGS == FROZEN_API_ARGS
-    assert {o.name for o in OPTIONS} == (set(ext.API_ARGS) | set(ext.HOST_PROVIDED)) - {"enabled", "device"}
+    assert {o.name for o in OPTIONS} == (set(ext.API_ARGS) | set(ext.HOST_PROVIDED)) - {"enabled"}
     assert ext.TipoScript().title() == "TIPO"  # the alwayson_scripts key
 
 
@@ -187,7 +187,7 @@ def test_ui_returns_widgets_generated_from_options_in_api_order(tmp_path, monkey
     assert len(components) == len(FROZEN_API_ARGS)
     enabled = components[0]
     assert type(enabled).__name__ == ("InputAccordion" if input_accordion else "Checkbox") and enabled.value is False
-    for name, comp in zip(FROZEN_API_ARGS[1:-1], components[1:-1], strict=True):
+    for name, comp in zip(FROZEN_API_ARGS[1:], components[1:], strict=True):
         o = by_name(name)
         assert comp.kwargs["label"] == o.label and comp.kwargs["info"] == o.help, name
         want = {Kind.MULTILINE: "Textbox", Kind.TEXT: "Textbox", Kind.CHOICE: "Dropdown", Kind.BOOL: "Checkbox",
@@ -195,13 +195,13 @@ def test_ui_returns_widgets_generated_from_options_in_api_order(tmp_path, monkey
         want = {"seed": "Number", "model": "Dropdown"}.get(name, want)
         assert type(comp).__name__ == want, name
         if want == "Slider":
-            assert (comp.kwargs["minimum"], comp.kwargs["maximum"], comp.value) == (o.min, o.max, o.default)
+            assert (comp.kwargs["minimum"], comp.kwargs["maximum"], comp.value) == (o.widget_min, o.widget_max, o.default)
         elif name not in ("model",):
-            assert comp.value == o.default
+            assert comp.value == o.widget_text(o.default)
     model = components[FROZEN_API_ARGS.index("model")]
     assert model.value == model.kwargs["choices"][0] and "TIPO-500M-ft" in model.kwargs["choices"]
     assert [c for c in model.kwargs["choices"] if c != "tipo-builtin"][0] == "tiny.gguf"
-    assert components[-1].kwargs["choices"] == ["cpu", "gpu"]
+    assert components[FROZEN_API_ARGS.index("device")].kwargs["choices"] == ["cpu", "gpu"]
     assert [key for _, key in script.infotext_fields] == script.paste_field_names
 
 
@@ -255,7 +255,8 @@ def test_device_gpu_offloads_llama_layers_or_moves_the_hf_model(ext, spy, tiny_m
     script = ext.TipoScript()
     script.process(make_p(["1girl"], [1]), *args(ext, device="gpu"))
     script.process(make_p(["1girl"], [1]), *args(ext, device="gpu", model="tiny-hf"))
-    assert spy.options == [{"backend": "auto", "n_gpu_layers": -1}, {"backend": "auto", "device": "cpu"}]
+    auto = {"n_threads": None, "known_tags_only": None}  # the loading settings left at "auto"
+    assert spy.options == [{"backend": "auto", "n_gpu_layers": -1, **auto}, {"backend": "auto", "device": "cpu", **auto}]
     assert spy.built[1] == str(tmp_path / "models" / "tipo" / "tiny-hf")
 
 
@@ -317,8 +318,8 @@ def test_reference_extension_infotext_still_pastes(ext):
 
 def test_api_callers_may_pass_a_prefix_of_the_arguments(ext, spy):
     assert ext.settings_from_args((True, "a cat")) == {**ext.default_settings(), "enabled": True, "caption": "a cat"}
-    with pytest.raises(ValueError, match="at most 20 arguments"):
-        ext.settings_from_args(tuple(range(21)))
+    with pytest.raises(ValueError, match=f"at most {len(FROZEN_API_ARGS)} arguments"):
+        ext.settings_from_args(tuple(range(len(FROZEN_API_ARGS) + 1)))
     p = make_p(["1girl"], [9])
     prefix = args(ext)[: ext.API_ARGS.index("model") + 1]  # up to the model; backend and device: defaults
     ext.TipoScript().process(p, *prefix)
@@ -398,7 +399,7 @@ def test_api_floats_become_ints_in_the_infotext(ext):
     p = make_p(["1girl"], [5])
     settings = args(ext, top_k=80.0, max_new_tokens=4.0, seed=-1.0, temperature=1)
     ext.TipoScript().process(p, *settings)
-    written = json.loads(p.extra_generation_params["TIPO Parameters"].translate(ext.QUOTESWAP))
+    written = json.loads(p.extra_generation_params["TIPO Parameters"].translate(ext.QUOTE_SWAP))
     assert written["top_k"] == 80 and isinstance(written["top_k"], int)
     assert isinstance(written["max_new_tokens"], int) and isinstance(written["seed"], int)
     assert isinstance(written["temperature"], float)

@@ -11,7 +11,7 @@ pytest.importorskip("llama_cpp")
 def test_pool_reuses_and_evicts(tiny_model):
     pool = ExpanderPool(capacity=1)
     a = pool.get(str(tiny_model.gguf_f32), n_threads=1)
-    assert pool.get(str(tiny_model.gguf_f32)) is a and pool.loads == 1
+    assert pool.get(str(tiny_model.gguf_f32), n_threads=1) is a and pool.loads == 1
     b = pool.get(str(tiny_model.gguf_f16), n_threads=1)
     assert not a.loaded and b.loaded and pool.loads == 2 and len(pool) == 1
     assert pool.clear() == 1 and not b.loaded and len(pool) == 0
@@ -33,7 +33,7 @@ def test_a_replaced_model_file_is_loaded_again(tiny_model, tmp_path):
     shutil.copy(tiny_model.gguf_f32, path)
     pool = ExpanderPool()
     a = pool.get(str(path), n_threads=1)
-    assert pool.get(str(path)) is a
+    assert pool.get(str(path), n_threads=1) is a
     shutil.copy(tiny_model.gguf_f16, tmp_path / "new.gguf")
     os.replace(tmp_path / "new.gguf", path)  # how a download or an export replaces a file
     b = pool.get(str(path), n_threads=1)
@@ -50,6 +50,16 @@ def test_a_failed_load_never_evicts_a_loaded_model(tiny_model, tmp_path):
     bad.write_bytes(b"not a gguf")
     with pytest.raises(ModelError, match="not a GGUF file"):
         pool.get(str(bad))
-    assert a.loaded and pool.keys() == [(str(tiny_model.gguf_f32), "auto", "cpu")]
-    assert pool.get(str(tiny_model.gguf_f32)) is a
+    assert a.loaded and [k[:3] for k in pool.keys()] == [(str(tiny_model.gguf_f32), "auto", "cpu")]
+    assert pool.get(str(tiny_model.gguf_f32), n_threads=1) is a
+    pool.clear()
+
+
+def test_the_key_holds_every_loading_option(tiny_model):
+    """Another n_ctx or thread count is another loaded model, not the first one returned again."""
+    pool = ExpanderPool(capacity=2)
+    a = pool.get(str(tiny_model.gguf_f32), n_threads=1, n_ctx=256)
+    b = pool.get(str(tiny_model.gguf_f32), n_threads=1, n_ctx=512)
+    assert a is not b and a.backend.n_ctx == 256 and b.backend.n_ctx == 512 and pool.loads == 2
+    assert pool.get(str(tiny_model.gguf_f32), n_threads=1, n_ctx=256) is a and pool.loads == 2
     pool.clear()

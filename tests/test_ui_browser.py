@@ -178,7 +178,7 @@ def test_the_http_api_expands_for_programs(server, library):
     client = Client(server, verbose=False)
     from tipo.options import OPTIONS
 
-    values = {o.name: o.default for o in OPTIONS}
+    values = {o.name: o.widget_text(o.default) for o in OPTIONS}
     values.update(tags=TAGS, seed=5)
     prompt, tags, caption, seed, changes, _images, details = client.predict(*values.values(), api_name="/expand")
     assert (prompt, seed) == (library(5).prompt, 5)

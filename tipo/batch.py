@@ -43,6 +43,7 @@ from typing import IO, TYPE_CHECKING
 
 from .errors import RequestError
 from .request import Request, Sampling
+from .seeds import fresh_seed, record_seed
 
 if TYPE_CHECKING:
     from .expander import Expander
@@ -59,15 +60,7 @@ _FIELD_ORDER = [f.name for f in fields(Request)]
 _REQUEST_FIELDS = set(_FIELD_ORDER)
 
 
-def derive_seed(base: int, index: int) -> int:
-    """The seed of record ``index`` under a base seed (stable across versions and machines).
-
-    Example:
-        >>> derive_seed(1, 0) == derive_seed(1, 0) != derive_seed(1, 1)
-        True
-    """
-    digest = hashlib.sha256(f"tipo-batch:{base}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+derive_seed = record_seed  # the batch rule lives in tipo.seeds (rule 2)
 
 
 # --- input ---------------------------------------------------------------------------------------------
@@ -328,7 +321,6 @@ class BatchOutput:
                 draws a fresh one.
             input_path: the batch file, so the output can never be the input.
         """
-        from .expander import fresh_seed
 
         header: dict[str, object] = {HEADER_KEY: FORMAT_VERSION, "input": batch.describe(),
                                      "base_seed": base_seed, "settings": dict(settings)}
@@ -576,7 +568,6 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
     own = not isinstance(out, BatchOutput)
     output: BatchOutput | None
     if out is None:
-        from .expander import fresh_seed
 
         output = None
         base = fresh_seed() if base_seed is None else base_seed

@@ -10,9 +10,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .errors import RequestError, TipoError
+from .flags import add_option_flags, settings_from_args
 
 __all__ = ["main"]
 
@@ -36,46 +37,6 @@ def _check_utf8(values: Sequence[str]) -> None:
             ) from None
 
 
-def _add_option_flags(p: argparse.ArgumentParser, groups: tuple[str, ...]) -> None:
-    """Flags generated from tipo.options.OPTIONS (the one declaration of every option)."""
-    from .options import OPTIONS, Kind
-
-    titles = {"request": "request", "sampling": "sampling", "model": "model"}
-    arg_groups = {g: p.add_argument_group(titles[g]) for g in groups}
-    for o in OPTIONS:
-        if o.group not in groups:
-            continue
-        g = arg_groups[o.group]
-        helptext = o.help + (f" (default: {o.default})" if o.default not in ("", None) else "")
-        if o.name == "tags":
-            g.add_argument("tags", nargs="?", default="", help=o.help)
-        elif o.name == "ban_regex":
-            g.add_argument(o.flag, action="append", default=[], metavar="REGEX", help=o.help + " (repeatable)")
-        elif o.kind is Kind.BOOL:
-            g.add_argument(o.flag, action="store_true", help=o.help)
-        elif o.kind is Kind.CHOICE:
-            g.add_argument(o.flag, choices=o.choices, default=o.default, help=helptext)
-        elif o.kind is Kind.INT:
-            g.add_argument(o.flag, type=int, default=None, help=helptext)
-        elif o.kind is Kind.FLOAT:
-            g.add_argument(o.flag, type=float, default=None, help=helptext)
-        else:
-            g.add_argument(o.flag, default=None, help=helptext)
-    if "model" in groups:
-        arg_groups["model"].add_argument("--threads", type=int,
-                                         help="CPU threads for the model (default: physical cores minus one, at most 8; more than the cores are capped)")
-        arg_groups["model"].add_argument("--n-ctx", type=int, dest="n_ctx", default=None,
-                                         help="context in tokens (default: the format's 1024; at most what the "
-                                              "model file declares)")
-        arg_groups["model"].add_argument("--allow-pickle", action="store_true",
-                                         help="let the transformers backend load pickled .bin weights, which can run "
-                                              "code (default: safetensors only)")
-        arg_groups["model"].add_argument(
-            "--known-tags", dest="known_tags_only", action=argparse.BooleanOptionalAction, default=None,
-            help="only let the model write tags of the tag table (default: on for the built-in model, "
-                 "off for the official TIPO models)")
-
-
 # Commands that never touch the image stage: their runs do not import it (a faster start).
 _TEXT_COMMANDS = frozenset(("expand", "parse", "models", "ui"))
 
@@ -88,7 +49,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     ex = sub.add_parser("expand", help="expand a prompt (or plan it with --dry-run)",
                         description="Expand tags and/or a caption into a richer prompt in one model pass.")
-    _add_option_flags(ex, ("request", "sampling", "model"))
+    add_option_flags(ex, ("request", "sampling", "expand", "loading"))
     ex.add_argument("--dry-run", action="store_true", help="load nothing; print the planned model input")
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     ex.add_argument("--timings", action="store_true", help="with --json: include the timings (they differ run to run)")
@@ -125,54 +86,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    """The model group alone (the UI's default model; the page renders the other options)."""
-    _add_option_flags(p, ("model",))
+    """The loading settings alone (the UI's default model; the page renders the other options)."""
+    add_option_flags(p, ("loading",), exclude=("device",))
 
 
 def _version() -> str:
     from . import __version__
 
     return f"tipo {__version__}"
-
-
-def options_from_args(args: argparse.Namespace):  # noqa: ANN201
-    """The request and sampling settings the flags describe (through tipo.options)."""
-    from .options import OPTIONS, from_values
-
-    values = {o.name: getattr(args, o.name) for o in OPTIONS
-              if o.group in ("request", "sampling") and getattr(args, o.name, None) is not None}
-    # On the command line a given size must be real: 0 is the host apps' "unset", not a size.
-    for name in ("width", "height", "aspect_ratio"):
-        value = values.get(name)
-        if value is not None and value <= 0:
-            raise RequestError(f"{name}={value} is not valid; give a positive number (or leave the flag out)")
-    return from_values(values)
-
-
-def request_from_args(args: argparse.Namespace):  # noqa: ANN201
-    return options_from_args(args)[0]
-
-
-def sampling_from_args(args: argparse.Namespace):  # noqa: ANN201
-    return options_from_args(args)[1]
-
-
-def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Backend options from the model flags that are set (--n-ctx, --allow-pickle)."""
-    out: dict[str, Any] = {}
-    if getattr(args, "n_ctx", None) is not None:
-        out["n_ctx"] = args.n_ctx
-    if getattr(args, "allow_pickle", False):
-        out["allow_pickle"] = True
-    return out
-
-
-def _task(args: argparse.Namespace) -> str | None:
-    return None if args.task in (None, "auto") else args.task
-
-
-def _template(args: argparse.Namespace) -> str | None:
-    return args.template or None
 
 
 def _cmd_expand(args: argparse.Namespace) -> int:
@@ -183,21 +104,20 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         return _cmd_batch(args)
     if args.out:
         raise RequestError("--out is only for --batch; without --batch the result goes to stdout")
-    request, sampling = options_from_args(args)
-    if _template(args) is not None:
-        resolve_template(_template(args))
-    planned = plan(request, task=_task(args))
+    settings = settings_from_args(args)
+    if settings.template is not None:
+        resolve_template(settings.template)
+    planned = plan(settings.request, task=settings.task)
     if args.dry_run:
         if args.json:
             _print_json(planned.to_dict())
         else:
             print(planned.prompt)
         return 0
-    from .expander import Expander
+    from .pool import open_expander
 
-    with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
-                  known_tags_only=args.known_tags_only, **model_options(args)) as expander:
-        result = expander.expand(request, sampling, template=_template(args), task=_task(args))
+    with open_expander(**settings.loading) as expander:
+        result = expander.expand(settings.request, settings.sampling, **settings.expand)
     if args.json:
         _print_json(result.to_dict(timings=args.timings))
     else:
@@ -213,7 +133,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     from . import batch
     from .backends import pick_backend
-    from .expander import Expander, known_tags_rule
+    from .expander import known_tags_rule
+    from .pool import open_expander
     from .registry import resolve
     from .request import Request
 
@@ -225,27 +146,27 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise RequestError("give the prompts in the --batch file, not as an argument")
     if args.batch_size < 1:
         raise RequestError(f"--batch-size {args.batch_size} is not valid; give a whole number >= 1")
-    template_req, sampling = options_from_args(args)
+    run = settings_from_args(args)
+    template_req, sampling, loading = run.request, run.sampling, run.loading
     defaults = {f.name: getattr(template_req, f.name) for f in fields(Request) if f.name != "tags"}
     if not args.caption:
         defaults.pop("caption", None)
     requests = batch.read_batch_file(args.batch, defaults, skip_bad=args.skip_bad)
     batch.check_output_path(args.out, args.batch)
-    model = resolve(args.model or None, args.backend)
-    backend = pick_backend(model.path, args.backend)
-    identity = batch.model_identity(model, backend, known_tags_rule(model, args.known_tags_only))
+    model = resolve(loading["model"], loading["backend"])
+    backend = pick_backend(model.path, loading["backend"])
+    identity = batch.model_identity(model, backend, known_tags_rule(model, loading["known_tags_only"]))
     extra = {"request_defaults": defaults}
-    settings = batch.batch_settings(identity, sampling, _template(args), _task(args), args.timings, extra)
-    with batch.BatchOutput.open(args.out, requests, settings, args.seed, input_path=args.batch) as out:
+    settings = batch.batch_settings(identity, sampling, run.template, run.task, args.timings, extra)
+    with batch.BatchOutput.open(args.out, requests, settings, sampling.seed, input_path=args.batch) as out:
         total = len(requests.items)
         if len(out.done) == total:
             print(f"tipo: {args.out} already holds all {total} records", file=sys.stderr)
             return 0
         bar = _progress(total, len(out.done)) if out.path is not None else None
-        with Expander(args.model or None, backend=args.backend, n_threads=args.threads,
-                      known_tags_only=args.known_tags_only, **model_options(args)) as expander:
-            done = batch.run_batch(requests, expander, sampling, out=out, template=_template(args),
-                                   task=_task(args), timings=args.timings, settings=extra,
+        with open_expander(**loading) as expander:
+            done = batch.run_batch(requests, expander, sampling, out=out, template=run.template,
+                                   task=run.task, timings=args.timings, settings=extra,
                                    batch_size=args.batch_size, on_record=(lambda _: bar.update(1)) if bar else None)
         if bar is not None:
             bar.close()
@@ -282,8 +203,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         raise RequestError(f"--port {args.port} is not valid; give a port between 1 and 65535")
     from .ui import HOST, WebApp, serve
 
-    app = WebApp(args.model or None, args.backend, pipeline=args.pipeline, n_threads=args.threads,
-                 known_tags_only=args.known_tags_only)
+    loading = settings_from_args(args).loading
+    app = WebApp(loading["model"], loading["backend"], pipeline=args.pipeline, n_threads=loading["n_threads"],
+                 known_tags_only=loading["known_tags_only"])
     print(f"tipo: serving the web UI on http://{HOST}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     serve(app, port=args.port)
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish
 from .sampling import Sampler
+from .seeds import fresh_seed
 from .tags import Category, TagTable, default_table
 from .template import Preset, resolve_template
 
@@ -40,17 +40,9 @@ CancelHook = threading.Event | Callable[[], bool]
 #: ``progress(tokens_written, at_most)``, called after each token; an exception it raises stops the expansion.
 ProgressHook = Callable[[int, int], None]
 
-SEED_RANGE = 2**32
-
-
 def known_tags_rule(model: ResolvedModel, known_tags_only: bool | None) -> bool:
     """Whether tag lines keep to the tag table: as asked, else on for the built-in model only."""
     return (model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
-
-
-def fresh_seed() -> int:
-    """A new random seed from the OS (no global random state is touched)."""
-    return secrets.randbelow(SEED_RANGE)
 
 
 class Expander:

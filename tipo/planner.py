@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from .errors import RequestError
 from .request import CaptionKind, Length, Output, Request
 from .syntax import ItemKind, PromptItem, check_weights, parse_prompt
 from .tags import Category, TagTable, default_table, normalize
+from .terms import Field, Task
 
 __all__ = [
     "KEYS",
@@ -39,33 +39,6 @@ __all__ = [
     "read_user_tags",
     "target_line",
 ]
-
-
-class Task(str, enum.Enum):
-    """The composite tasks TIPO was trained on. Fields are split on ``_to_``."""
-
-    TAG_TO_LONG = "tag_to_long"
-    LONG_TO_TAG = "long_to_tag"
-    SHORT_TO_TAG = "short_to_tag"
-    SHORT_TO_LONG = "short_to_long"
-    TAG_TO_SHORT_TO_LONG = "tag_to_short_to_long"
-    SHORT_TO_TAG_TO_LONG = "short_to_tag_to_long"
-    SHORT_TO_LONG_TO_TAG = "short_to_long_to_tag"
-
-    @property
-    def fields(self) -> tuple[Field, ...]:
-        """The task's fields in order; the first is the input."""
-        return tuple(Field(part) for part in self.value.split("_to_"))
-
-    @property
-    def token(self) -> str:
-        return f"<|{self.value}|>"
-
-
-class Field(str, enum.Enum):
-    TAG = "tag"
-    SHORT = "short"
-    LONG = "long"
 
 
 # Meta lines in the project's fixed order (training shuffled them; any order is in distribution).

@@ -3,68 +3,26 @@
 from __future__ import annotations
 
 import enum
-import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 from .errors import RequestError
+from .options import by_name, default
+from .terms import CaptionKind, Length, Output
 
 __all__ = ["CaptionKind", "Length", "Output", "Request", "Sampling", "resolve_caption_kind"]
 
-
-class Length(str, enum.Enum):
-    """The size class of the whole sample (FORMAT.md section 2.2)."""
-
-    VERY_SHORT = "very_short"
-    SHORT = "short"
-    LONG = "long"
-    VERY_LONG = "very_long"
-
-    @property
-    def tag_range(self) -> tuple[int, int]:
-        """(minimum, cap) number of tags that training used for this class."""
-        return _TAG_RANGE[self]
-
-    @property
-    def caption_size(self) -> tuple[int, int]:
-        """(paragraphs, sentences per paragraph) of captions in training for this class."""
-        return _NL_SIZE[self]
+_T = TypeVar("_T")
 
 
-_TAG_RANGE = {
-    Length.VERY_SHORT: (0, 18),
-    Length.SHORT: (18, 36),
-    Length.LONG: (36, 48),
-    Length.VERY_LONG: (48, 72),
-}
-_NL_SIZE = {
-    Length.VERY_SHORT: (1, 2),
-    Length.SHORT: (1, 4),
-    Length.LONG: (2, 4),
-    Length.VERY_LONG: (3, 6),
-}
-
-
-class Output(str, enum.Enum):
-    """What the user wants back."""
-
-    BOTH = "both"  # more tags and a caption
-    TAGS = "tags"  # more tags only
-    CAPTION = "caption"  # a caption only; the user's tags are kept as given
-
-
-class CaptionKind(str, enum.Enum):
-    """Whether the user's caption is a short one (to be extended) or already a long one."""
-
-    SHORT = "short"
-    LONG = "long"
-
-
+#: Largest image side in pixels a request may name, and the range of aspect ratios (width / height),
+#: as tipo.options declares them.
+MAX_SIDE = int(by_name("width").max or 0)
+ASPECT_RANGE = (float(by_name("aspect_ratio").min or 0), float(by_name("aspect_ratio").max or 0))
 # A caption is "long" when it has several paragraphs, more than this many sentences, or
 # more than this many words. TIPO's short captions are one to a few sentences.
-#: Largest image side in pixels a request may name, and the range of aspect ratios (width / height).
-MAX_SIDE = 65536
-ASPECT_RANGE = (0.01, 100.0)
 LONG_CAPTION_SENTENCES = 3
 LONG_CAPTION_WORDS = 60
 _SENTENCE_END = re.compile(r"[.!?。！？](?:\s|$)")
@@ -135,17 +93,17 @@ class Request:
         'short'
     """
 
-    tags: str = ""
-    caption: str = ""
-    caption_kind: CaptionKind | None = None
-    length: Length = Length.LONG
-    width: int | None = None
-    height: int | None = None
-    aspect_ratio: float | None = None
-    output: Output = Output.BOTH
-    gen_meta: bool = False
-    ban: tuple[str, ...] = ()
-    ban_regex: tuple[str, ...] = ()
+    tags: str = default("tags")  # type: ignore[assignment]
+    caption: str = default("caption")  # type: ignore[assignment]
+    caption_kind: CaptionKind | None = default("caption_kind")  # type: ignore[assignment]
+    length: Length = Length(default("length"))
+    width: int | None = default("width")  # type: ignore[assignment]
+    height: int | None = default("height")  # type: ignore[assignment]
+    aspect_ratio: float | None = default("aspect_ratio")  # type: ignore[assignment]
+    output: Output = Output(default("output"))
+    gen_meta: bool = default("gen_meta")  # type: ignore[assignment]
+    ban: tuple[str, ...] = default("ban")  # type: ignore[assignment]
+    ban_regex: tuple[str, ...] = default("ban_regex")  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         _check_text(self.tags, "tags")
@@ -158,28 +116,16 @@ class Request:
         if not isinstance(self.gen_meta, bool):
             raise RequestError(f"gen_meta must be True or False, got {self.gen_meta!r}")
         for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIDE:
-                shown = value if not isinstance(value, int) or abs(value) < 10**12 else f"{str(value)[:8]}... ({len(str(value))} digits)"
-                raise RequestError(f"{name}={shown!r} is not valid; give a whole number of pixels in [1, {MAX_SIDE}]")
+            if getattr(self, name) is not None:
+                by_name(name).check(getattr(self, name))
         if (self.width is None) != (self.height is None):
             raise RequestError("give both width and height, or neither (or use aspect_ratio)")
         if self.aspect_ratio is not None:
             if self.width is not None:
                 raise RequestError("give either width/height or aspect_ratio, not both")
-            ratio = self.aspect_ratio
-            lo, hi = ASPECT_RANGE
-            try:
-                ok = not isinstance(ratio, bool) and isinstance(ratio, (int, float)) and lo <= float(ratio) <= hi
-            except OverflowError:
-                ok = False
-            if not ok:
-                shown = ratio if not isinstance(ratio, int) or abs(ratio) < 10**12 else f"{str(ratio)[:8]}..."
-                raise RequestError(f"aspect_ratio={shown!r} is not valid; give width / height as a number in [{lo}, {hi:g}]")
-        set_(self, "ban", _as_tuple(self.ban, "ban"))
-        set_(self, "ban_regex", _as_tuple(self.ban_regex, "ban_regex"))
+            by_name("aspect_ratio").check(self.aspect_ratio)
+        set_(self, "ban", by_name("ban").to_object(self.ban))
+        set_(self, "ban_regex", by_name("ban_regex").to_object(self.ban_regex))
         for pattern in self.ban_regex:
             try:
                 re.compile(pattern)
@@ -188,6 +134,20 @@ class Request:
                     f"ban_regex {pattern!r} is not a valid regular expression ({exc}); "
                     "fix it or pass the tag in ban= instead"
                 ) from None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict of every field (enums as their values, tuples as lists, None kept).
+
+        Example:
+            >>> Request.from_dict(Request("1girl", ban=("hat",)).to_dict()) == Request("1girl", ban=("hat",))
+            True
+        """
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Request:
+        """The inverse of :meth:`to_dict` (missing fields: defaults; unknown ones: an error)."""
+        return _from_dict(cls, data)
 
     @property
     def ratio(self) -> float | None:
@@ -208,23 +168,6 @@ class Request:
         return resolve_caption_kind(self.caption)
 
 
-def _as_tuple(value: object, name: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        items = [part for part in value.split(",")] if name == "ban" else [value]
-    elif isinstance(value, (list, tuple, frozenset, set)):
-        items = list(value)
-    else:
-        raise RequestError(f"{name} must be a string or a list of strings, got {type(value).__name__}")
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise RequestError(f"{name} entries must be strings, got {item!r}")
-        _check_text(item, name)
-        if item.strip():
-            out.append(item.strip() if name == "ban" else item)
-    return tuple(out)
-
-
 @dataclass(frozen=True)
 class Sampling:
     """Sampling settings and the seed. Defaults match the reference UI's defaults.
@@ -242,36 +185,47 @@ class Sampling:
         0
     """
 
-    temperature: float = 0.5
-    top_p: float = 0.95
-    top_k: int = 80
-    min_p: float = 0.05
-    repetition_penalty: float = 1.17
-    max_new_tokens: int = 512
-    seed: int | None = None
+    temperature: float = default("temperature")  # type: ignore[assignment]
+    top_p: float = default("top_p")  # type: ignore[assignment]
+    top_k: int = default("top_k")  # type: ignore[assignment]
+    min_p: float = default("min_p")  # type: ignore[assignment]
+    repetition_penalty: float = default("repetition_penalty")  # type: ignore[assignment]
+    max_new_tokens: int = default("max_new_tokens")  # type: ignore[assignment]
+    seed: int | None = default("seed")  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        def number(name: str, lo: float, hi: float, integer: bool = False) -> None:
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int,) if integer else (int, float))
-            if not ok or not math.isfinite(v) or not lo <= v <= hi:
-                kind = "a whole number" if integer else "a number"
-                raise RequestError(f"{name}={v!r} is not valid; give {kind} in [{lo}, {hi}]")
+        for f in fields(self):  # bounds from tipo.options, the one declaration of each setting
+            if f.name != "seed" or self.seed is not None:
+                by_name(f.name).check(getattr(self, f.name))
 
-        number("temperature", 0.0, 100.0)
-        number("top_p", 0.0, 1.0)
-        number("top_k", 0, 1_000_000, integer=True)
-        number("min_p", 0.0, 1.0)
-        number("repetition_penalty", 0.01, 100.0)
-        number("max_new_tokens", 1, 1_000_000, integer=True)
-        if self.top_p == 0.0:
-            raise RequestError("top_p=0 would keep no token; use a value in (0, 1] (1 = off)")
-        if self.seed is not None:
-            number("seed", 0, 2**63 - 1, integer=True)
-
-    def with_seed(self, seed: int) -> Sampling:
+    def with_seed(self, seed: int | None) -> Sampling:
         """A copy with the seed set."""
-        from dataclasses import replace
-
         return replace(self, seed=seed)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict of every field."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Sampling:
+        """The inverse of :meth:`to_dict` (missing fields: defaults; unknown ones: an error)."""
+        return _from_dict(cls, data)
+
+
+def _to_dict(obj: object) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        out[f.name] = value.value if isinstance(value, enum.Enum) else list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _from_dict(cls: type[_T], data: Mapping[str, object]) -> _T:
+    if not isinstance(data, Mapping):
+        raise RequestError(f"{cls.__name__}.from_dict needs a JSON object, got {type(data).__name__}")
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise RequestError(f"unknown {cls.__name__} field(s) {unknown}; valid: {', '.join(names)}")
+    return cls(**data)
 

@@ -6,12 +6,15 @@ them (aliases included), capped by the length class, and filtered by the ban lis
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .bans import BanList
+from .errors import RequestError
 from .parse import JSON_ORDER, Parsed
 from .planner import Field, Plan
-from .request import CaptionKind
+from .request import CaptionKind, Request
 from .syntax import ItemKind, render_item, render_tag
 from .tags import Category, TagTable, default_table
 from .template import Preset, render_template, resolve_template
@@ -87,9 +90,12 @@ class Expansion:
             "short": self.short,
             "long": self.long,
             "dropped": list(self.dropped),
+            "extended": self.extended,
+            "generated": self.generated,
             "task": self.plan.task_name,
             "model_input": self.plan.prompt,
             "completion": self.completion,
+            "request": self.plan.request.to_dict(),
             "provenance": None
             if prov is None
             else {
@@ -106,6 +112,73 @@ class Expansion:
                 "neutralised": list(prov.neutralised),
             },
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], table: TagTable | None = None) -> Expansion:
+        """Read back :meth:`to_dict`'s output exactly (the plan is rebuilt from the saved request and
+        checked against the saved model input; nothing is parsed or rendered again).
+
+        Example:
+            >>> from tipo.planner import plan
+            >>> e = finish(plan(Request("1girl", output="tags")), Parsed())
+            >>> Expansion.from_dict(e.to_dict()) == e
+            True
+        """
+        from .planner import plan as make_plan
+
+        if not isinstance(data, Mapping) or "request" not in data or "model_input" not in data:
+            raise RequestError("not an Expansion.to_dict() result (it needs 'request' and 'model_input'); "
+                               "save results with Expansion.to_dict()")
+        request = Request.from_dict(data["request"])
+        planned = make_plan(request, table=table)
+        if planned.prompt != data["model_input"] and data.get("task"):
+            planned = make_plan(request, task=data["task"], table=table)
+        if planned.prompt != data["model_input"]:
+            raise RequestError("the saved model_input does not match the saved request's plan; the result was "
+                               "edited or made by another tipo version")
+        prov = data.get("provenance")
+        provenance = None
+        if prov is not None:
+            provenance = Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ()))})
+
+        def tags(key: str) -> dict[str, tuple[str, ...]]:
+            given = data.get(key) or {}
+            return {c: tuple(given.get(c, ())) for c in JSON_ORDER}
+
+        return cls(user_tags=tags("user_tags"), new_tags=tags("new_tags"), short=data["short"], long=data["long"],
+                   extended=data["extended"], generated=data["generated"], prompt=data["prompt"],
+                   tags_text=data["tags_text"], caption_text=data["caption_text"], dropped=tuple(data["dropped"]),
+                   plan=planned, completion=data.get("completion", ""), provenance=provenance)
+
+    def render(self, template: str | Preset | None = None) -> Expansion:
+        """The same expansion rendered with another template (no model pass).
+
+        Example:
+            >>> from tipo.planner import plan
+            >>> e = finish(plan(Request("1girl, forest", output="tags")), Parsed())
+            >>> e.render("<|general|> | <|special|>").prompt
+            'forest | 1girl'
+        """
+        new = {k: list(v) for k, v in self.new_tags.items()}
+        prompt, tags_text, caption_text = _render(self.plan, new, self.extended, self.generated, template)
+        return replace(self, prompt=prompt, tags_text=tags_text, caption_text=caption_text)
+
+
+def _render(plan: Plan, new_tags: dict[str, list[str]], extended: str, generated: str,
+            template: str | Preset | None) -> tuple[str, str, str]:
+    """The prompt, tag text and caption text of a result (template applied, host syntax restored)."""
+    values, leading = _render_category_values(plan, new_tags)
+    values["extended"] = extended
+    values["generated"] = generated
+    if template is None:
+        template = {"tags": Preset.TAGS, "caption": Preset.CAPTION}.get(plan.request.output.value, Preset.BOTH)
+    text = render_template(resolve_template(template), values)
+    tags_text = render_template(Preset.TAGS.text, values)
+    if leading:
+        text = f"{leading}, {text}" if text else leading
+        tags_text = f"{leading}, {tags_text}" if tags_text else leading
+    caption_text = render_template(Preset.CAPTION.text, values)
+    return text, tags_text, caption_text
 
 
 def _render_category_values(plan: Plan, new_tags: dict[str, list[str]]) -> tuple[dict[str, str], str]:
@@ -196,17 +269,7 @@ def finish(
     if kind is None and not long and short:
         generated = short
 
-    values, leading = _render_category_values(plan, new_tags)
-    values["extended"] = extended
-    values["generated"] = generated
-    if template is None:
-        template = {"tags": Preset.TAGS, "caption": Preset.CAPTION}.get(request.output.value, Preset.BOTH)
-    text = render_template(resolve_template(template), values)
-    tags_text = render_template(Preset.TAGS.text, values)
-    if leading:
-        text = f"{leading}, {text}" if text else leading
-        tags_text = f"{leading}, {tags_text}" if tags_text else leading
-    caption_text = render_template(Preset.CAPTION.text, values)
+    text, tags_text, caption_text = _render(plan, new_tags, extended, generated, template)
     return Expansion(
         user_tags={k: v for k, v in user_tags.items()},
         new_tags={k: tuple(v) for k, v in new_tags.items()},

@@ -32,15 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RequestError, TipoError, require
-from .options import OPTIONS, Kind, Option, by_name, from_values
+from .options import OPTIONS, Dest, Kind, Option, by_name
 from .pool import ExpanderPool
 from .registry import BUILTIN
 
 __all__ = ["HOST", "Outcome", "WebApp", "gradio_component", "serve"]
 
 HOST = "127.0.0.1"
-#: Options the app reads itself instead of passing them to :func:`tipo.options.from_values`.
-_NOT_REQUEST = ("model", "backend", "task", "template")
 #: The image settings shown when a pipeline is given (not TIPO options: the diffusion run's own).
 IMAGE_DEFAULTS = {"images": 1, "steps": 20, "negative": ""}
 
@@ -122,14 +120,13 @@ class WebApp:
         unknown = set(values) - {o.name for o in OPTIONS}
         if unknown:
             raise RequestError(f"unknown option(s) {sorted(unknown)}; valid: {[o.name for o in OPTIONS]}")
-        request, sampling = from_values({k: v for k, v in values.items() if k not in _NOT_REQUEST})
-        task = str(values.get("task") or "auto")
-        template = str(values.get("template") or "") or None
-        model = str(values.get("model") if values.get("model") is not None else self.model)
-        expander = self.expander(model, str(values.get("backend") or self.backend))
-        result = expander.expand(request, sampling, template=template, task=None if task == "auto" else task,
-                                 cancel=cancel, progress=progress)
-        seed = int(result.seed)
+        from .settings import from_values
+
+        asked = from_values({"model": self.model, "backend": self.backend, **values})
+        loading = {**asked.loading, **{k: v for k, v in self._load_options.items() if v is not None}}
+        expander = self.pool.get(loading.pop("model"), loading.pop("backend"), loading.pop("device"), **loading)
+        result = expander.expand(asked.request, asked.sampling, **asked.expand, cancel=cancel, progress=progress)
+        seed = int(result.seed or 0)
         images: list[tuple[Any, str]] = []
         if self.pipeline is not None and image is not None and int(image.get("images", 0) or 0) > 0:  # type: ignore[call-overload]
             from .image import generate
@@ -181,10 +178,11 @@ class WebApp:
                     with gr.Row():
                         run = gr.Button("Expand", variant="primary", elem_id="tipo-expand")
                         stop = gr.Button("Stop", elem_id="tipo-stop")
-                    for group, title in (("request", "Request"), ("sampling", "Sampling"), ("model", "Model")):
-                        with gr.Accordion(title, open=group == "request"):
+                    for dests, title in (((Dest.REQUEST, Dest.EXPAND), "Request"), ((Dest.SAMPLING,), "Sampling"),
+                                         ((Dest.LOADING, Dest.HOST), "Model")):
+                        with gr.Accordion(title, open=Dest.REQUEST in dests):
                             for o in OPTIONS:
-                                if o.group == group and o.name not in widgets:
+                                if o.dest in dests and o.name not in widgets:
                                     overrides: dict[str, Any] = {"elem_id": f"tipo-{o.name}"}
                                     if o.name == "model":
                                         overrides.update(value=self.model, choices=self.model_choices())
@@ -281,7 +279,7 @@ def _copyable(gr: Any, **kwargs: Any) -> Any:
 def gradio_component(option: Option, gr: Any, **overrides: Any) -> Any:
     """The Gradio input for one option, from its declaration: kind -> component, default, bounds,
     choices, help as the info line. ``overrides`` replace any keyword (``value``, ``choices``...)."""
-    common: dict[str, Any] = {"label": option.label, "info": option.help, "value": option.default}
+    common: dict[str, Any] = {"label": option.label, "info": option.help, "value": option.widget_text(option.default)}
     if option.name == "model":
         kw = {**common, "choices": [], "allow_custom_value": True, **overrides}
         return gr.Dropdown(**kw)
@@ -290,9 +288,9 @@ def gradio_component(option: Option, gr: Any, **overrides: Any) -> Any:
     if option.kind is Kind.BOOL:
         return gr.Checkbox(**{**common, **overrides})
     if option.kind in (Kind.TEXT, Kind.MULTILINE):
-        lines = 3 if option.kind is Kind.MULTILINE or option.name == "template" else 1
+        lines = 3 if option.kind is Kind.MULTILINE else 1
         return gr.Textbox(**{**common, "lines": lines, **overrides})
-    bounds = {"minimum": option.min, "maximum": option.max}
+    bounds = {"minimum": option.widget_min, "maximum": option.widget_max}
     if option.kind is Kind.INT and (option.step is None or option.max is None or option.max > 10**6):
         return gr.Number(**{**common, **bounds, "precision": 0, **overrides})
     step = option.step if option.step is not None else (1 if option.kind is Kind.INT else 0.01)

@@ -101,11 +101,12 @@ class Host:
     def resolve(self, choice: str) -> str:
         return resolve_choice(self.folder_paths, choice)
 
-    def expander(self, choice: str, backend: str, device: str) -> Any:
-        """The cached Expander for a combo value, loaded on first use."""
+    def expander(self, choice: str, backend: str, device: str, **options: Any) -> Any:
+        """The cached Expander for a combo value, loaded on first use (``options``: the other loading
+        settings, e.g. ``n_threads``)."""
         model = self.resolve(choice)
-        torch_device = self.gpu_device() if device == "gpu" and (model, backend, device) not in self.cache.keys() else ""
-        return self.cache.get(model, backend, device, torch_device=torch_device or "cuda")
+        torch_device = self.gpu_device() if device == "gpu" else "cuda"
+        return self.cache.get(model, backend, device, torch_device=torch_device, **options)
 
 
 def _progress_bar(total: int) -> Any:

@@ -1,6 +1,6 @@
 """The node classes: TIPO, TIPO Single Operation, TIPO Format.
 
-Thin shells: they turn the widget values into option values, call :func:`tipo.options.from_values`
+Thin shells: they turn the widget values into option values, call :func:`tipo.settings.from_values`
 and one :meth:`tipo.Expander.expand`, and return :func:`outputs.node_outputs`. Node ids and display
 names are the reference pack's (``TIPO``, ``TIPOOperation``, ``TIPOFormat``) so saved workflows find
 them. The classes are built by :func:`node_classes` around one :class:`models.Host`, which owns the
@@ -14,16 +14,14 @@ import json
 import os
 from typing import Any
 
-from tipo.options import OPTIONS, from_values
 from tipo.pool import file_identity
+from tipo.settings import from_values, to_values
 
 from .models import Host, model_choices
 from .outputs import OUTPUT_NAMES, OUTPUT_TOOLTIPS, expansion_from_result, node_outputs
-from .widgets import OPERATION_INPUTS, TIPO_INPUTS, fold_seed, input_spec, node_inputs
+from .widgets import OPERATION_INPUTS, OPTIONAL_INPUTS, TIPO_INPUTS, fold_seed, input_spec, node_inputs
 
 NODE_CATEGORY = "utils/promptgen"
-_OPTION_NAMES = {o.name for o in OPTIONS}
-_NOT_REQUEST = ("model", "backend", "task", "template")  # options handled here, not by from_values
 
 
 def _fingerprint(host: Host, inputs: dict[str, Any]) -> str:
@@ -52,26 +50,28 @@ def node_classes(host: Host) -> dict[str, type]:
 
         @classmethod
         def INPUT_TYPES(cls) -> dict[str, Any]:  # ComfyUI's name
-            return node_inputs(cls.INPUT_NAMES, model_choices(host.folder_paths), forced_task=cls.FORCED_TASK)
+            return node_inputs(cls.INPUT_NAMES, model_choices(host.folder_paths), forced_task=cls.FORCED_TASK,
+                               optional=OPTIONAL_INPUTS)
 
         @classmethod
         def IS_CHANGED(cls, **inputs: Any) -> str:  # ComfyUI's name
             return _fingerprint(host, inputs)
 
         def execute(self, **inputs: Any) -> tuple[str, ...]:
-            unknown = set(inputs) - set(self.INPUT_NAMES)
+            unknown = set(inputs) - set(self.INPUT_NAMES) - set(OPTIONAL_INPUTS)
             if unknown:
-                raise ValueError(f"unexpected input(s) {sorted(unknown)}; this node takes {list(self.INPUT_NAMES)}")
-            values = {k: v for k, v in inputs.items() if k in _OPTION_NAMES and k not in _NOT_REQUEST}
+                raise ValueError(f"unexpected input(s) {sorted(unknown)}; this node takes "
+                                 f"{list(self.INPUT_NAMES) + list(OPTIONAL_INPUTS)}")
+            values = dict(inputs)
             values["seed"] = fold_seed(inputs.get("seed", 0))
-            request, sampling = from_values(values)
-            task = str(inputs.get("task", "auto"))
-            template = str(inputs.get("template") or "") or None
-            expander = host.expander(str(inputs["model"]), str(inputs.get("backend", "auto")),
-                                     str(inputs.get("device", "cpu")))
-            result = expander.expand(request, sampling, template=template, task=None if task == "auto" else task,
+            model = str(values.pop("model"))  # a combo value: the host resolves it to a path
+            settings = from_values(values)
+            loading = dict(settings.loading)
+            loading.pop("model")
+            expander = host.expander(model, loading.pop("backend"), loading.pop("device"), **loading)
+            result = expander.expand(settings.request, settings.sampling, **settings.expand,
                                      progress=host.progress_hook())
-            return node_outputs(result, template, task, sampling, expander.known_tags_only)
+            return node_outputs(result, settings)
 
     class TIPO(_Expand):
         """Expand tags and/or a caption in one model pass (the task is picked automatically)."""
@@ -108,8 +108,10 @@ def node_classes(host: Host) -> dict[str, type]:
             }}
 
         def execute(self, result: str, template: str = "") -> tuple[str, ...]:
-            expansion, sampling, task, known_only = expansion_from_result(result, template or None)
-            return node_outputs(expansion, template or None, task, sampling, known_only)
+            expansion, settings = expansion_from_result(result, template or None)
+            if template:
+                settings = from_values({**to_values(settings), "template": template})
+            return node_outputs(expansion, settings)
 
     return {"TIPO": TIPO, "TIPOOperation": TIPOOperation, "TIPOFormat": TIPOFormat}
 

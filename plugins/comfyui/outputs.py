@@ -15,17 +15,17 @@ existing workflows keep their links):
                             the TIPO Format node or for saving
 ==========================  ==================================================================
 
-Re-rendering a serialized result uses only the public API (``plan``, ``parse_completion``, ``finish``):
-tipo has no ``Expansion.from_dict``/``render(template)`` yet, see :func:`expansion_from_result`.
+The TIPO Format node reads a ``result`` back with ``Expansion.from_dict`` and renders it with
+another template (``Expansion.render``): no model pass and no re-planning of the text.
 """
 
 from __future__ import annotations
 
 import json
 
-from tipo import Expansion, Parsed, Provenance, Sampling, finish, parse_completion, plan
+from tipo import Expansion, Parsed, finish
 from tipo.errors import RequestError
-from tipo.options import from_values, to_values
+from tipo.settings import Settings, from_values, to_values
 
 OUTPUT_NAMES = ("prompt", "user_prompt", "unformatted_prompt", "unformatted_user_prompt", "tags", "caption",
                 "result")
@@ -38,18 +38,17 @@ OUTPUT_TOOLTIPS = (
     "the caption alone",
     "the whole result as JSON (for TIPO Format)",
 )
-RESULT_FORMAT = "tipo-result/1"
+RESULT_FORMAT = "tipo-result/2"  # 2: the settings as tipo.settings.to_values, read back by Expansion.from_dict
 
 
 def _paragraphs(*parts: str) -> str:
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
 
 
-def node_outputs(result: Expansion, template: str | None, task: str, sampling: Sampling,
-                 known_only: bool = False) -> tuple[str, ...]:
+def node_outputs(result: Expansion, settings: Settings) -> tuple[str, ...]:
     """The seven output strings (see the module docstring) for one expansion."""
     request = result.plan.request
-    user_prompt = finish(result.plan, Parsed(), template=template).prompt
+    user_prompt = finish(result.plan, Parsed(), template=settings.template).prompt
     return (
         result.prompt,
         user_prompt,
@@ -57,28 +56,23 @@ def node_outputs(result: Expansion, template: str | None, task: str, sampling: S
         _paragraphs(request.tags, request.caption),
         result.tags_text,
         result.caption_text,
-        serialize(result, template, task, sampling, known_only),
+        serialize(result, settings),
     )
 
 
-def serialize(result: Expansion, template: str | None, task: str, sampling: Sampling, known_only: bool = False) -> str:
-    """The ``result`` output: ``Expansion.to_dict`` plus what re-rendering needs (the request, the
-    forced task, and the known-tags setting the expansion was finished with)."""
+def serialize(result: Expansion, settings: Settings) -> str:
+    """The ``result`` output: ``Expansion.to_dict`` plus the settings (``to_values``; the seed used)."""
     data = result.to_dict(timings=False)
-    seed = result.seed if result.seed is not None else sampling.seed
-    values = to_values(result.plan.request, sampling.with_seed(seed) if seed is not None else sampling)
-    data.update({"format": RESULT_FORMAT, "request": values, "forced_task": task, "template": template or "",
-                 "known_tags_only": bool(known_only)})
+    if result.seed is not None:
+        settings = Settings(settings.request, settings.sampling.with_seed(result.seed), settings.expand,
+                            settings.loading, settings.host)
+    data.update({"format": RESULT_FORMAT, "settings": to_values(settings)})
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
-def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, Sampling, str, bool]:
-    """Rebuild an expansion from a ``result`` string, rendered with another template.
-
-    Helper pending a library ``Expansion.from_dict``: the plan is rebuilt from the saved request
-    and forced task (``plan`` is deterministic), the saved model text is parsed again, and
-    ``finish`` renders it, exactly as the Expander did.
-    """
+def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, Settings]:
+    """An expansion read back from a ``result`` string (``Expansion.from_dict``), rendered with
+    ``template`` (None: the template it was made with), and its settings."""
     try:
         data = json.loads(text)
         ok = isinstance(data, dict) and data.get("format") == RESULT_FORMAT
@@ -87,14 +81,6 @@ def expansion_from_result(text: str, template: str | None) -> tuple[Expansion, S
     if not ok:
         raise RequestError("result must be the 'result' output of a TIPO node (JSON with "
                            f"format {RESULT_FORMAT!r}); got {str(text)[:60]!r}")
-    request, sampling = from_values(data["request"])
-    task = data.get("forced_task") or "auto"
-    planned = plan(request, task=None if task == "auto" else task)
-    parsed = parse_completion(planned, data["completion"])
-    prov = data.get("provenance")
-    provenance = None if prov is None else Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ())),
-                                                          "neutralised": tuple(prov.get("neutralised", ()))})
-    known_only = bool(data.get("known_tags_only", False))
-    result = finish(planned, parsed, template=template, completion=data["completion"], provenance=provenance,
-                    known_only=known_only)
-    return result, sampling, task, known_only
+    settings = from_values(data["settings"])
+    expansion = Expansion.from_dict(data)
+    return expansion.render(template if template is not None else settings.template), settings

@@ -1,7 +1,9 @@
 """``tipo generate``: expand tags with TIPO, then make images with a diffusers pipeline.
 
 The expansion flags are the ones of ``tipo expand``, generated from :data:`tipo.options.OPTIONS`
-(``--seed`` is the base seed of the images, and the expansion seeds derive from it; ``--width``
+(``--seed S`` is the base seed of the images, image ``k`` uses ``S + k``, and the prompt is expanded
+with ``S`` too, so it reproduces ``tipo expand --seed S``; ``--expand-seed E`` expands with ``E``
+instead; see :mod:`tipo.seeds`. ``--width``
 and ``--height`` are the image size and the request's aspect ratio). Wire it into the main
 parser with :func:`add_generate_command`.
 
@@ -15,17 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import RequestError, require
 
-__all__ = ["add_generate_command", "main_generate", "run_generate"]
+__all__ = ["add_generate_command", "run_generate"]
 
 
 def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tipo generate`` on an argparse subparsers object (``func`` is set)."""
-    from ..cli import _add_option_flags
+    from ..flags import add_option_flags
     from .options import LM_MEMORY, POOLED, SLD_PRESETS, GenerationOptions
 
     d = GenerationOptions.defaults()  # the defaults are declared once, on the options object
@@ -35,7 +36,9 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "generate", help="expand a prompt and make images with a diffusers pipeline",
         description="Expand tags with TIPO, then generate images with a Stable Diffusion, SDXL or DeepFloyd IF "
                     "pipeline. Each PNG carries its parameters (A1111 style) and can be regenerated.")
-    _add_option_flags(g, ("request", "sampling", "model"))
+    # --device here is the pipeline's; the language model stays on the CPU or follows --lm-memory.
+    add_option_flags(g, ("request", "sampling", "expand", "loading"), exclude=("device",), help_overrides={
+        "seed": "base seed of the images (image k: seed + k) and of the expansion (left out: a fresh one)"})
     img = g.add_argument_group("image")
     img.add_argument("--pipeline", required=True, metavar="PATH_OR_ID",
                      help="a diffusers pipeline folder (with model_index.json), a Hugging Face repo id, or a "
@@ -48,6 +51,8 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
                      help="single-file checkpoints: the model's original LDM .yaml config")
     img.add_argument("--kind", choices=("sd", "sdxl", "if"), help="the pipeline kind (default: read from the folder)")
     img.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs (NNNNN-<seed>.png)")
+    img.add_argument("--expand-seed", type=int, metavar="E",
+                     help="expand with this seed instead of --seed (prompt i: E + i * n, tipo.seeds rule 5)")
     img.add_argument("--n", type=int, default=d["n"], help=f"images per prompt (default: {d['n']})")
     img.add_argument("--steps", type=int, default=d["steps"], help=f"denoising steps (default: {d['steps']})")
     img.add_argument("--negative", default=d["negative"], help="negative prompt (A1111 syntax)")
@@ -95,13 +100,18 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def run_generate(args: argparse.Namespace) -> int:
     """The ``tipo generate`` command: validate, expand, generate, save, print the paths."""
-    from ..cli import _task, _template, options_from_args
+    from ..flags import settings_from_args
+    from ..options import by_name
     from .generation import generate
     from .loading import detect_kind
     from .options import GenerationOptions
 
-    request, sampling = options_from_args(args)
-    base_seed = args.seed if args.seed is not None and args.seed >= 0 else None
+    settings = settings_from_args(args)
+    request, sampling = settings.request, settings.sampling
+    base_seed = sampling.seed
+    # tipo.seeds rule 5: expansions follow the image seeds unless --expand-seed names one
+    expand_seed = None if args.expand_seed is None else by_name("seed").check(args.expand_seed)
+    sampling = replace(sampling, seed=expand_seed)  # type: ignore[arg-type]
     load_options = {"device": args.device, "dtype": args.dtype, "local_files_only": args.offline,
                     "safety_checker": args.safety_checker, "stage2": args.stage2, "stage3": args.stage3}
     if args.config is not None or args.original_config is not None:
@@ -133,12 +143,12 @@ def run_generate(args: argparse.Namespace) -> int:
             raise RequestError("give the tags (or --caption) to draw")
         result = generate(text, args.pipeline, options)
     else:
-        from ..expander import Expander
+        from ..pool import open_expander
 
-        expander = Expander(args.model or None, backend=args.backend, n_threads=args.threads)
+        expander = open_expander(**settings.loading)
         try:
-            result = generate(request, args.pipeline, options, expander=expander, sampling=replace(sampling, seed=None),
-                              template=_template(args), task=_task(args))
+            result = generate(request, args.pipeline, options, expander=expander, sampling=sampling,
+                              **settings.expand)
         finally:
             expander.close()
     for note in result.notes:
@@ -151,10 +161,3 @@ def run_generate(args: argparse.Namespace) -> int:
         if record.cut:
             print(f"tipo: note: image {record.index}: did not fit: {record.cut}", file=sys.stderr)
     return 0
-
-
-def main_generate(argv: Sequence[str] | None = None) -> int:
-    """Run ``tipo generate ARGV`` through the main CLI (its error handling included)."""
-    from ..cli import main
-
-    return main(["generate", *(sys.argv[1:] if argv is None else argv)])

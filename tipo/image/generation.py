@@ -28,7 +28,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import inspect
-import json
 import os
 import re
 import sys
@@ -39,14 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RequestError, require
+from ..infotext import from_infotext, to_infotext
 from ..request import Request, Sampling
 from ..result import Expansion
+from ..seeds import fresh_seed, image_seed, infotext_seed
 from .encoding import EncoderReport, PromptEmbeds, encode_prompt, encode_upscaler_prompt, pipeline_kind
 from .extras import Applied, ExtraNetworks, embedding_index, file_hash, split_embeddings
 from .infotext import format_parameters, parse_parameters, read_parameters, write_png
 from .kinds import PipelineKind, parse_kind
 from .loading import IFCascade, apply_offload, detect_kind, is_checkpoint_file, load_pipeline, stages
-from .options import LM_MEMORY, POOLED, SEED_RANGE, SLD_PRESETS, GenerationOptions, check_numbers
+from .options import LM_MEMORY, POOLED, SLD_PRESETS, GenerationOptions, check_numbers
 from .prompts import split_prompt
 from .records import CascadeSettings, GenerationResult, ImageRecord
 from .samplers import canonical_name, sampler_name, scheduler_for
@@ -55,16 +56,6 @@ __all__ = ["LM_MEMORY", "POOLED", "SLD_PRESETS", "GenerationOptions", "check_num
            "regenerate"]
 
 HIRES_UPSCALER = "Lanczos"
-
-
-def image_seed(base: int, k: int) -> int:
-    """The seed of image ``k`` of a run with base seed ``base`` (A1111's rule: base + k).
-
-    Example:
-        >>> image_seed(1, 0), image_seed(1, 2), image_seed(2**32 - 1, 1)
-        (1, 3, 0)
-    """
-    return (base + k) % SEED_RANGE
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -89,26 +80,28 @@ class _Job:
         return self.prompt
 
 
-def _tipo_infotext(expansion: Expansion, template: object, user_tags: str | None = None) -> dict[str, object]:
-    from ..options import to_values
+def _tipo_values(expansion: Expansion, template: object, task: str | None,
+                 user_tags: str | None = None) -> dict[str, object]:
+    """TIPO's settings of an expansion (value form, for the infotext codec :mod:`tipo.infotext`)."""
+    from ..settings import Settings, to_values
 
     request = expansion.plan.request
+    if user_tags is not None:
+        request = replace(request, tags=user_tags)
     prov = expansion.provenance
     sampling = Sampling(**prov.sampling, seed=prov.seed) if prov is not None else Sampling()  # type: ignore[arg-type]
-    settings: dict[str, object] = {"model": prov.model if prov else "", "task": expansion.plan.task_name}
-    settings.update(to_values(request, sampling))
-    if template is not None:
-        settings["template"] = getattr(template, "value", template)
-    return {"TIPO Parameters": json.dumps(settings, ensure_ascii=False, sort_keys=True),
-            "TIPO prompt": request.tags if user_tags is None else user_tags, "TIPO nl prompt": request.caption}
+    named: dict[str, object] = {"task": task, "template": getattr(template, "value", template)}
+    if prov is not None:
+        named.update(model=prov.model, backend=prov.backend)
+    return to_values(Settings.make(request, sampling, **named))
 
 
 def _job_from_expansion(index: int, expansion: Expansion, template: object, seconds: float = 0.0,
-                        front: Sequence[str] = (), user_tags: str | None = None) -> _Job:
+                        front: Sequence[str] = (), user_tags: str | None = None, task: str | None = None) -> _Job:
     request = expansion.plan.request
     prompt = ", ".join([*front, expansion.prompt]) if front else expansion.prompt
     return _Job(index, prompt, request.tags if user_tags is None else user_tags, request.caption, expansion,
-                _tipo_infotext(expansion, template, user_tags), seconds)
+                _tipo_values(expansion, template, task, user_tags), seconds)
 
 
 # -- pipeline facts -----------------------------------------------------------------------------
@@ -403,7 +396,11 @@ def _infotext(job: _Job, seed: int, run: _Run, sampler: str, applied: Applied, i
     if o.safety_checker:
         params["Safety checker"] = "on"
     params.update(applied.infotext())
-    params.update(job.tipo)
+    if job.tipo:
+        values = dict(job.tipo)
+        if job.expansion is not None:  # the seed as an offset from this image's seed (tipo.seeds rule 6)
+            values["seed"] = infotext_seed(job.expansion.seed, seed)
+        params.update(to_infotext(values))
     from .. import __version__
 
     params["Version"] = f"tipo {__version__}"
@@ -515,7 +512,8 @@ def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, run: _Run
                         embeddings=tuple(applied.embeddings), clip_skip=o.clip_skip,
                     )
                     if out_dir is not None:
-                        path = write_png(image, out_dir / f"{start_index + k:05d}-{seed}.png", record.parameters)
+                        path = write_png(image, out_dir / f"{start_index + k:05d}-{seed}.png", record.parameters,
+                                         prompt=job.prompt, negative=o.negative)
                         record = replace(record, path=path)
                     result.images.append(image)
                     result.records.append(record)
@@ -578,7 +576,8 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, options:
             name/path (then loaded and closed here).
         sampling, template, task, request_fields: TIPO sampling settings, template, forced task, and
             Request fields for strings (e.g. ``{"length": "short"}``). The expansion of prompt ``i``
-            uses ``tipo.batch.derive_seed(seed, i)`` unless ``sampling.seed`` is set.
+            uses ``(E + i * n) % 2**32``, the seed of its first image, where ``E`` is ``sampling.seed`` when
+            set, else ``seed`` (tipo.seeds rule 5: ``generate(p, seed=S)`` expands ``p`` as ``expand(p, seed=S)``).
 
     Returns:
         A :class:`GenerationResult` with the images and one record per image.
@@ -609,8 +608,7 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, options:
     require("diffusers", "image", "The image stage")
     embedding_names = [p.stem for p in embedding_index(o.embedding_dir).values()]
 
-    from ..batch import derive_seed
-    from ..expander import Expander, fresh_seed
+    from ..expander import Expander
 
     base = o.seed if o.seed is not None else fresh_seed()
     result = GenerationResult(base_seed=base)
@@ -638,12 +636,12 @@ def generate(prompts: PromptLike | Sequence[PromptLike], pipeline: Any, options:
             if front:
                 request = replace(request, tags=kept)
             samp = sampling or Sampling()
-            if samp.seed is None:
-                samp = samp.with_seed(derive_seed(base, i))
+            # tipo.seeds rule 5: the seed of the prompt's first image, counted from sampling.seed or the base
+            samp = samp.with_seed(image_seed(samp.seed if samp.seed is not None else base, i * o.n))
             t = time.perf_counter()
             expansion = expander.expand(request, samp, template=template, task=task)  # type: ignore[arg-type]
             return _job_from_expansion(i, expansion, template, time.perf_counter() - t, front,
-                                       user_tags if front else None)
+                                       user_tags if front else None, task)
 
         # 2. memory hand-off
         prepared: list[_Job] | None = None
@@ -765,11 +763,9 @@ def regenerate(png_path: str | os.PathLike[str], pipeline: Any, *, kind: Pipelin
     if params.get("TI hashes") and embedding_dir is None:
         raise RequestError(f"{png_path} was made with textual-inversion embeddings ({params['TI hashes']}); pass "
                            "embedding_dir=<the folder with those files> (CLI --embedding-dir)")
-    tipo = {k: v for k, v in params.items() if k.startswith("TIPO ")}
-    tipo = {k: (json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, dict) else v)
-            for k, v in tipo.items()}
-    job = _Job(0, params["Prompt"], str(params.get("TIPO prompt", "")) if tipo else params["Prompt"],
-               str(params.get("TIPO nl prompt", "")), None, tipo)
+    tipo = from_infotext(params) or {}
+    job = _Job(0, params["Prompt"], str(tipo.get("tags", "")) if tipo else params["Prompt"],
+               str(tipo.get("caption", "")), None, tipo)
     cascade = CascadeSettings()
     if "Stage 2 steps" in params:
         cascade = CascadeSettings(stage2_steps=int(params["Stage 2 steps"]),

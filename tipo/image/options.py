@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RequestError
+from ..seeds import SEED_RANGE
 from .kinds import PipelineKind, parse_kind
 from .records import CascadeSettings
 
 __all__ = ["LM_MEMORY", "POOLED", "SEED_RANGE", "SLD_PRESETS", "GenerationOptions", "check_numbers", "sld_settings"]
 
-SEED_RANGE = 2**32
 LM_MEMORY = ("keep", "cpu", "unload")
 POOLED = ("user", "expanded")
 OFFLOAD = ("model", "sequential")

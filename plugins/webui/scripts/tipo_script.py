@@ -7,10 +7,12 @@ plus the TIPO seed when it is not -1), so "reuse seed" reproduces the expansion.
 equalled the prompt follow it; negative prompts are never touched; LoRA tags, weights and BREAK are
 kept by tipo's rendering.
 
-Infotext keys (fixed meanings, shared with the reference extension so old images still paste):
+Infotext: written and read by tipo's one codec (:mod:`tipo.infotext`, the keys shared with the
+reference extension so old images still paste, and with ``tipo generate`` so its PNGs paste here):
 ``TIPO Parameters`` (JSON of the settings), ``TIPO prompt`` (the prompt before expansion),
 ``TIPO nl prompt`` (the caption), ``TIPO format`` (the template). Pasting restores the settings and
-puts the original prompt, not the expanded one, back in the prompt box.
+puts the original prompt, not the expanded one, back in the prompt box. Seeds follow
+:mod:`tipo.seeds` (rule 6).
 
 API: ``"alwayson_scripts": {"TIPO": {"args": [...]}}`` with the arguments in :data:`API_ARGS` order
 (a prefix is enough; the rest keep their defaults). See docs/plugins.md.
@@ -28,46 +30,39 @@ import gradio as gr
 from modules import script_callbacks, scripts
 
 try:
-    from tipo.options import Kind, Option, by_name, from_values
-    from tipo.pool import DEVICES, ExpanderPool
+    from tipo.infotext import PARAMETERS_KEY, QUOTE_SWAP, from_infotext, to_infotext
+    from tipo.options import Kind, Option, by_name
+    from tipo.pool import ExpanderPool
+    from tipo.seeds import offset_seed
+    from tipo.settings import from_values
 except ImportError as exc:  # pragma: no cover - depends on the WebUI's Python
     raise ImportError(f"the TIPO extension needs the tipo package in the WebUI's Python ({exc}); "
                       "restart the WebUI to let install.py add it, or run: pip install 'tipo-prompt[llama]'") from exc
 
 TITLE = "TIPO"
-INFOTEXT_KEY = "TIPO Parameters"
-INFOTEXT_PROMPT = "TIPO prompt"
-INFOTEXT_NL_PROMPT = "TIPO nl prompt"
-INFOTEXT_FORMAT = "TIPO format"
+INFOTEXT_KEY = PARAMETERS_KEY
+INFOTEXT_PROMPT = by_name("tags").infotext_key
+INFOTEXT_NL_PROMPT = by_name("caption").infotext_key
+INFOTEXT_FORMAT = by_name("template").infotext_key
 INFOTEXT_ERROR = "TIPO error"
 INFOTEXT_STYLES = "TIPO styles"
-QUOTESWAP = str.maketrans("'\"", "\"'")  # the reference's JSON quoting in infotext, kept for old images
 
 #: The argument order of ``alwayson_scripts["TIPO"]["args"]`` and of ``ui()``'s components: a contract.
 #: New settings are appended, never inserted.
 API_ARGS = (
     "enabled", "caption", "caption_kind", "length", "output", "gen_meta", "ban", "ban_regex", "task", "template",
     "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "model", "backend",
-    "device",
+    "device", "threads", "known_tags", "n_ctx", "allow_pickle",
 )
 #: Options the WebUI itself provides: the prompt box (tags) and the image size.
 HOST_PROVIDED = ("tags", "width", "height", "aspect_ratio")
 MODEL_FOLDER = "tipo"
-_NOT_REQUEST = ("enabled", "device", "model", "backend", "task", "template")
 _REMEMBERED_OUTPUTS = 512
-
-# The reference extension's infotext (old images): its JSON keys and format names, mapped to ours.
-_LEGACY_KEYS = {"tag_length": "length", "ban_tags": "ban"}
-_LEGACY_FORMATS = {
-    "tag only (DTG mode)": "tags", "NL only (Tag to NL)": "caption", "Both, tag first (recommend)": "both",
-    "Both, NL first (recommend)": "caption_first", "Both + generated NL": "both",
-}
 
 
 def default_settings() -> dict[str, object]:
     """Every API argument's default (what an API caller gets for arguments it leaves out)."""
-    host = {"enabled": False, "device": DEVICES[0]}
-    return {name: host[name] if name in host else by_name(name).default for name in API_ARGS}
+    return {name: False if name == "enabled" else by_name(name).widget_text(by_name(name).default) for name in API_ARGS}
 
 
 def settings_from_args(args: tuple[object, ...]) -> dict[str, object]:
@@ -93,12 +88,12 @@ def _typed(name: str, value: object) -> object:
 
 def image_seed(tipo_seed: int, seed: int) -> int:
     """The expansion seed of one image: its image seed, offset by the TIPO seed unless that is -1."""
-    return (int(seed) + max(int(tipo_seed), 0)) % (int(by_name("seed").max or 0) + 1)
+    return offset_seed(int(seed), int(tipo_seed))
 
 
 def paste_key(name: str) -> str:
-    """The infotext key a setting is pasted from (the fixed keys for caption and template)."""
-    return {"caption": INFOTEXT_NL_PROMPT, "template": INFOTEXT_FORMAT}.get(name, f"TIPO {name}")
+    """The infotext key a setting is pasted from (``TIPO <name>``; the fixed keys for caption and template)."""
+    return "TIPO enabled" if name == "enabled" else by_name(name).infotext_key
 
 
 # -- models -----------------------------------------------------------------------------------------
@@ -139,25 +134,22 @@ MODELS = ExpanderPool()  # the extension's one model cache; freed when the WebUI
 # -- widgets ----------------------------------------------------------------------------------------
 def component(name: str, choices: list[str]) -> Any:
     """The gradio component of one setting, from its OPTIONS declaration (kind, default, bounds, help)."""
-    if name == "device":
-        return gr.Dropdown(label="Device", choices=list(DEVICES), value=DEVICES[0],
-                           info="cpu, or the WebUI's GPU (llama.cpp: every layer; transformers: its device)")
     o: Option = by_name(name)
     common = {"label": o.label, "info": o.help}
     if name == "model":
         return gr.Dropdown(choices=choices, value=choices[0] if choices else "", allow_custom_value=True, **common)
-    if o.kind is Kind.MULTILINE or name == "template":
-        return gr.Textbox(value=o.default, lines=3, **common)
+    if o.kind is Kind.MULTILINE:
+        return gr.Textbox(value=o.widget_text(o.default), lines=3, **common)
     if o.kind is Kind.TEXT:
-        return gr.Textbox(value=o.default, lines=1, **common)
+        return gr.Textbox(value=o.widget_text(o.default), lines=1, **common)
     if o.kind is Kind.CHOICE:
         return gr.Dropdown(choices=list(o.choices), value=o.default, **common)
     if o.kind is Kind.BOOL:
         return gr.Checkbox(value=o.default, **common)
     if name == "seed":
-        return gr.Number(value=o.default, precision=0, minimum=o.min, maximum=o.max, **common)
+        return gr.Number(value=o.default, precision=0, minimum=o.widget_min, maximum=o.widget_max, **common)
     step = o.step if o.step is not None else (1 if o.kind is Kind.INT else 0.01)
-    return gr.Slider(minimum=o.min, maximum=o.max, step=step, value=o.default, **common)
+    return gr.Slider(minimum=o.widget_min, maximum=o.widget_max, step=step, value=o.default, **common)
 
 
 def _accordion() -> tuple[Any, Callable[[], Any] | None]:
@@ -171,55 +163,35 @@ def _accordion() -> tuple[Any, Callable[[], Any] | None]:
 
 # -- infotext ---------------------------------------------------------------------------------------
 def write_infotext(p: Any, settings: dict[str, object], original_prompt: str) -> None:
-    params = {k: v for k, v in settings.items() if k not in ("enabled", "caption", "template")}
-    p.extra_generation_params[INFOTEXT_KEY] = json.dumps(params, ensure_ascii=False).translate(QUOTESWAP)
-    p.extra_generation_params[INFOTEXT_PROMPT] = original_prompt
-    if settings["caption"]:
-        p.extra_generation_params[INFOTEXT_NL_PROMPT] = settings["caption"]
-    if settings["template"]:
-        p.extra_generation_params[INFOTEXT_FORMAT] = settings["template"]
+    """Add TIPO's settings to the job's infotext (tipo's codec; the prompt before expansion as the tags)."""
+    values = {k: v for k, v in settings.items() if k != "enabled"}
+    values["tags"] = original_prompt
+    p.extra_generation_params.update(to_infotext(values))
     styles = [str(s) for s in getattr(p, "styles", None) or []]
     if styles:
-        p.extra_generation_params[INFOTEXT_STYLES] = json.dumps(styles, ensure_ascii=False).translate(QUOTESWAP)
-
-
-def _legacy(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings of the reference extension's images, renamed; unknown keys are dropped."""
-    out = {_LEGACY_KEYS.get(k, k): v for k, v in settings.items()}
-    if isinstance(out.get("length"), str):
-        out["length"] = out["length"].replace(" ", "_")
-    if isinstance(out.get("model"), str) and " | " in out["model"]:
-        out["model"] = out["model"].split(" | ")[0]  # "KBlueLeaf/TIPO-500M-ft | file.gguf": the repo id
-    if "gguf_cpu" in out:
-        out["device"] = "cpu" if out.pop("gguf_cpu") else "gpu"
-    if "template" not in out:  # a named format -> our preset; a custom one -> its text (same placeholders)
-        named, text = _LEGACY_FORMATS.get(str(out.get("format_selected"))), out.get("format")
-        if named or isinstance(text, str):
-            out["template"] = named or text
-    return {k: v for k, v in out.items() if k in API_ARGS}
+        p.extra_generation_params[INFOTEXT_STYLES] = json.dumps(styles, ensure_ascii=False).translate(QUOTE_SWAP)
 
 
 def restore_infotext(infotext: str, params: dict[str, Any]) -> None:
-    """``on_infotext_pasted``: decode ``TIPO Parameters`` into one ``TIPO <name>`` key per setting
-    (what ``infotext_fields`` read), and put the prompt before expansion in ``Prompt``."""
-    raw = params.get(INFOTEXT_KEY)
-    params[paste_key("enabled")] = raw is not None
-    if raw is None:
-        return
+    """``on_infotext_pasted``: decode TIPO's settings (tipo's codec, any writer's spelling) into one
+    ``TIPO <name>`` key per setting (what ``infotext_fields`` read), and put the prompt before
+    expansion in ``Prompt``."""
+    params[paste_key("enabled")] = INFOTEXT_KEY in params
     try:
-        settings = json.loads(raw.translate(QUOTESWAP)) if isinstance(raw, str) else dict(raw)
-    except (TypeError, ValueError) as exc:
+        values = from_infotext(params)
+    except Exception as exc:  # noqa: BLE001 - a garbled paste must not break the WebUI's paste
         print(f"TIPO: could not read '{INFOTEXT_KEY}' from the infotext ({exc}); settings left as they are")
         return
-    params[INFOTEXT_KEY] = settings
-    for name, value in _legacy(settings).items():
-        params[paste_key(name)] = value
-    if INFOTEXT_PROMPT in params:
-        params["Prompt"] = params[INFOTEXT_PROMPT]
+    if values is None:
+        return
+    for name, value in values.items():
+        if name in API_ARGS:
+            params[paste_key(name)] = by_name(name).widget_text(value)
+    if "tags" in values:
+        params["Prompt"] = values["tags"]
         _restore_styles(infotext, params)
-    params.setdefault(INFOTEXT_NL_PROMPT, "")
-    fmt = params.get(INFOTEXT_FORMAT, "")  # the template; old images: a format name, or the JSON's text
-    params[INFOTEXT_FORMAT] = _LEGACY_FORMATS.get(fmt, fmt)
+    for name in ("caption", "template"):
+        params.setdefault(paste_key(name), values.get(name, ""))
 
 
 def _restore_styles(infotext: str, params: dict[str, Any]) -> None:
@@ -235,7 +207,7 @@ def _restore_styles(infotext: str, params: dict[str, Any]) -> None:
     """
     raw = params.get(INFOTEXT_STYLES)
     try:
-        styles = json.loads(raw.translate(QUOTESWAP)) if isinstance(raw, str) else list(raw or [])
+        styles = json.loads(raw.translate(QUOTE_SWAP)) if isinstance(raw, str) else list(raw or [])
         from modules import infotext_utils, shared
     except (ImportError, TypeError, ValueError):  # no styles recorded, or a WebUI before 1.8
         return
@@ -303,24 +275,24 @@ class TipoScript(scripts.Script):
         originals = list(p.all_prompts)
         if len(p.all_seeds) != len(originals):
             raise ValueError(f"TIPO: {len(originals)} prompts but {len(p.all_seeds)} seeds in this job")
-        task = None if settings["task"] == "auto" else str(settings["task"])
-        template = str(settings["template"] or "") or None
-        model = local_models().get(str(settings["model"]), str(settings["model"]))
-        device = str(settings["device"])
-        expander = MODELS.get(model, str(settings["backend"]), device,
-                              torch_device=torch_device() if device == "gpu" else "cuda")
-        base = {k: v for k, v in settings.items() if k not in _NOT_REQUEST}
+        base = {k: v for k, v in settings.items() if k != "enabled"}
         base.update(width=int(p.width), height=int(p.height))
+        loading = dict(from_values(base).loading)  # validated once, here
+        model = local_models().get(str(settings["model"]), str(settings["model"]))
+        loading.pop("model")
+        device = loading.pop("device")
+        expander = MODELS.get(model, loading.pop("backend"), device,
+                              torch_device=torch_device() if device == "gpu" else "cuda", **loading)
         done: dict[tuple[str, int], str] = {}
         expanded = []
         for prompt, seed in zip(originals, p.all_seeds, strict=True):
             if prompt in self._outputs:
                 expanded.append(prompt)
                 continue
-            key = (prompt, image_seed(int(settings["seed"]), seed))
+            key = (prompt, image_seed(int(settings["seed"]), seed))  # type: ignore[call-overload]
             if key not in done:
-                request, sampling = from_values({**base, "tags": prompt, "seed": key[1]})
-                done[key] = expander.expand(request, sampling, template=template, task=task).prompt
+                run = from_values({**base, "tags": prompt, "seed": key[1]})
+                done[key] = expander.expand(run.request, run.sampling, **run.expand).prompt
             expanded.append(done[key])
         if not done:
             return
