@@ -1,7 +1,7 @@
 """TIPO-style tokenizers: a LLaMA-2 SentencePiece BPE model plus the 13 TIPO added tokens.
 
 The published TIPO checkpoints use the LLaMA-2 SentencePiece model (32,000 pieces) with 13 added
-tokens appended as ids 32000..32012 (FORMAT.md section 1). This module trains a small model with the
+tokens appended as ids 32000..32012 (docs/FORMAT.md section 1). This module trains a small model with the
 same settings in memory, so tests and tiny models get a tokenizer that behaves like the real one, and
 saves it as a Hugging Face tokenizer folder.
 

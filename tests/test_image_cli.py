@@ -11,8 +11,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from PIL import Image  # noqa: E402
 
+from tipo.cli import main  # noqa: E402
 from tipo.image import load_pipeline, read_parameters, regenerate  # noqa: E402
-from tipo.image.cli import main_generate  # noqa: E402
 from tipo.image.testing import save_tiny_sd  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def sd_folder(tmp_path_factory):
 
 
 def run(args, capsys):
-    code = main_generate([str(a) for a in args])
+    code = main(["generate", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -489,3 +489,39 @@ def test_styles_survive_paste(ext, monkeypatch):
         callback(text, params)
     assert params["Styles array"] == ["nice"]
     assert params["Prompt"] == "1girl, forest" and params["Negative prompt"] == "lowres"
+
+
+# -- one infotext codec: PNGs of tipo generate paste here, and the WebUI's PNGs read in tipo ---------
+def test_a_tipo_generate_png_pastes_every_setting(ext):
+    from tipo.image.infotext import format_parameters
+    from tipo.infotext import to_infotext
+    from tipo.settings import from_values, to_values
+
+    made = from_values({"tags": "1girl, forest", "caption": "a girl: at dusk, \"quoted\"", "length": "short",
+                        "ban": ["hat", "red eyes"], "ban_regex": [".*'s eyes", "a,b"], "task": "tag_to_long",
+                        "template": TEMPLATE, "seed": 9, "temperature": 0.7, "top_k": 40, "model": "tiny.gguf",
+                        "backend": "llama", "device": "cpu", "threads": 2, "known_tags": "off"})
+    values = to_values(made)
+    text = format_parameters("expanded prompt", "lowres", {"Steps": 2, "Seed": 11, **to_infotext(values)})
+    script = ext.TipoScript()
+    components = dict(zip(ext.API_ARGS, script.ui(False), strict=True))
+    params = paste(ext, script.infotext_fields, text)
+    assert params["Prompt"] == "1girl, forest" and components["enabled"].value is True
+    pasted = {name: comp.value for name, comp in components.items() if name != "enabled"}
+    assert from_values({**pasted, "tags": "1girl, forest"}) == made  # every setting, as tipo wrote it
+
+
+def test_a_webui_png_reads_back_in_tipo(ext):
+    from tipo.image.infotext import parse_parameters
+    from tipo.infotext import from_infotext
+    from tipo.settings import from_values
+
+    script = ext.TipoScript()
+    settings = dict(zip(ext.API_ARGS, args(ext, caption="a cat, on a mat: \"yes\"", ban="hat", ban_regex="x\ny",
+                                          length="short", seed=42, top_k=40, threads=1, known_tags="on"), strict=True))
+    p = make_p(["1girl, forest"], [7])
+    script.process(p, *settings.values())
+    read = from_values(from_infotext(parse_parameters(infotext(p))))
+    want = from_values({**{k: v for k, v in settings.items() if k != "enabled"}, "tags": "1girl, forest",
+                        "width": 832, "height": 1216})
+    assert read == want

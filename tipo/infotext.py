@@ -15,14 +15,14 @@ Numbers are written so that they read back exactly (:func:`format_value`). Sampl
 written as the caller gives them (``tipo.image`` writes A1111's names).
 
 **Texts that would break the layout.** A1111 reads every line that starts with ``Negative
-prompt:`` as the start of the negative, strips the blanks around every line, and reads the last
-line as the settings. So when the prompt or the negative holds a line that A1111 would misread
-(one that starts with ``Negative prompt:`` or that has blanks or a carriage return at either
-end), :func:`format_parameters` writes that text's line breaks as spaces (CLIP tokenizes both as
-the same blank, so A1111 draws the same image from it), and the exact texts are kept beside it
+prompt:`` as the start of the negative (and strips that label from every later one), strips the
+blanks around every line, and reads the last line as the settings. So in the ``parameters`` text
+a line of the prompt or the negative that starts with ``Negative prompt:`` is written with a
+blank before the colon (``Negative prompt :``: CLIP's tokenizer splits the colon off either way,
+so A1111 draws the same image from it), and the exact texts are kept beside it
 (:func:`exact_texts`: tipo stores them in the PNG chunk ``tipo-exact``, with the digest of the
 ``parameters`` text they belong to). Readers that know the chunk get back exactly what was
-written; A1111 reads a clean one-line prompt.
+written, blanks and carriage returns included; A1111 reads the same words.
 
 **TIPO's settings** (:func:`to_infotext` / :func:`from_infotext`): the options that declare an
 infotext key of their own (:attr:`tipo.options.Option.infotext`: ``TIPO prompt`` for the tags
@@ -40,8 +40,8 @@ Example:
     >>> entries["TIPO prompt"], from_infotext(entries)["length"]
     ('1girl', 'short')
     >>> text = format_parameters("1girl\\nNegative prompt: x", "", {"Steps": 2, "Seed": 1, "Size": "8x8"})
-    >>> text.splitlines()[0]
-    '1girl Negative prompt: x'
+    >>> text.splitlines()[1]
+    'Negative prompt : x'
     >>> parse_parameters(text, exact_texts("1girl\\nNegative prompt: x", "", text))["Prompt"]
     '1girl\\nNegative prompt: x'
 """
@@ -77,8 +77,15 @@ _LEGACY_FORMATS = {
 
 # -- the parameters text --------------------------------------------------------------------------
 def quote(text: str) -> str:
-    """A1111's quoting: JSON-quote a value that holds a comma, a colon or a newline."""
-    if "," not in text and "\n" not in text and ":" not in text:
+    """A1111's quoting: JSON-quote a value that holds a comma, a colon or a newline; tipo also quotes
+    one that a reader would change (blanks at its ends, a carriage return, a leading quote), which
+    A1111's ``unquote`` reads back the same way.
+
+    Example:
+        >>> quote("a"), quote("a, b"), quote(" a")
+        ('a', '"a, b"', '" a"')
+    """
+    if not any(c in text for c in ",\n:\r") and text == text.strip() and not text.startswith('"'):
         return text
     return json.dumps(text, ensure_ascii=False)
 
@@ -101,20 +108,20 @@ def format_value(value: object) -> str:
     return str(value)
 
 
-def _misread(text: str) -> bool:
-    """Would A1111 read ``text`` back differently as a prompt or negative section?"""
-    return any(line != line.strip() or line.lstrip().startswith(NEGATIVE) for line in text.split("\n"))
+_LABEL = re.compile(r"^(\s*Negative prompt):", re.M)
 
 
 def _a1111_safe(text: str) -> str:
-    return " ".join(line.strip() for line in text.split("\n")) if _misread(text) else text
+    """``text`` with no line that A1111 would take for the ``Negative prompt:`` label."""
+    return _LABEL.sub(r"\1 :", text)
 
 
 def format_parameters(prompt: str, negative: str, params: Mapping[str, object]) -> str:
     """The ``parameters`` text: prompt lines, ``Negative prompt:`` (when given), the settings line.
 
-    None values are left out; dict values are written as JSON. A prompt or negative that A1111
-    would misread is written on one line (see the module docstring; keep :func:`exact_texts`).
+    None values are left out; dict values are written as JSON. A line that A1111 would take for
+    the ``Negative prompt:`` label is written ``Negative prompt :`` (see the module docstring; keep
+    :func:`exact_texts`).
     """
     lines = [_a1111_safe(prompt)]
     if negative:

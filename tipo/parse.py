@@ -1,4 +1,4 @@
-"""Parsing what the model wrote (FORMAT.md section 4).
+"""Parsing what the model wrote (docs/FORMAT.md section 4).
 
 :func:`parse_text` reads a prompt plus its completion as one text and returns the fields in
 a :class:`Parsed`. Keys open fields; any other line continues the field above it; the first

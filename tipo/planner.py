@@ -1,4 +1,4 @@
-"""Planning one model pass and building its exact input text (FORMAT.md sections 2 and 3).
+"""Planning one model pass and building its exact input text (docs/FORMAT.md sections 2 and 3).
 
 :func:`plan` turns a :class:`~tipo.request.Request` into a :class:`Plan`: the trained task
 that produces every wanted field in ONE pass, and the exact prompt text (without BOS) the
@@ -191,7 +191,7 @@ def neutralise(text: str, what: str = "caption") -> tuple[str, tuple[str, ...]]:
 
 
 def target_line(task: Task | None, length: Length, gen_meta: bool) -> str:
-    """The ``target:`` line for a task (FORMAT.md section 2.2).
+    """The ``target:`` line for a task (docs/FORMAT.md section 2.2).
 
     Example:
         >>> target_line(Task.SHORT_TO_LONG, Length.LONG, True)
@@ -283,7 +283,7 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
     Args:
         request: what the user asked for.
         task: force a trained task (for a "single operation"); None picks the composite
-            task of FORMAT.md section 3 that writes every wanted field in one pass.
+            task of docs/FORMAT.md section 3 that writes every wanted field in one pass.
         table: the tag table (default: the packaged one).
 
     Example:

@@ -45,7 +45,7 @@ class ModelInfo:
         return asdict(self)
 
 
-# The official TIPO checkpoints (prompt format: FORMAT.md, "tipo-1").
+# The official TIPO checkpoints (prompt format: docs/FORMAT.md, "tipo-1").
 REGISTRY: tuple[ModelInfo, ...] = (
     ModelInfo("TIPO-500M-ft", "KBlueLeaf/TIPO-500M-ft", "TIPO-500M-ft-F16.gguf", "508M", 1280, 20, 20, 3840,
               note="TIPO-500M fine-tuned; the reference's default"),

@@ -1,4 +1,4 @@
-"""Tag normalisation, categories and the Danbooru tag table (FORMAT.md section 5).
+"""Tag normalisation, categories and the Danbooru tag table (docs/FORMAT.md section 5).
 
 The table ships as package data (``data/danbooru_tags.tsv.gz``, built by
 ``models/build_tag_table.py`` from the MIT-licensed tag list). It is loaded on first use and
@@ -379,5 +379,5 @@ def is_known(tag: str) -> bool:
 
 
 def categorize(tag: str) -> Category:
-    """The category of one tag by the packaged table (FORMAT.md section 5)."""
+    """The category of one tag by the packaged table (docs/FORMAT.md section 5)."""
     return default_table().category(tag)

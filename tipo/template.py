@@ -1,4 +1,4 @@
-"""Rendering an expansion through a template with placeholders (FORMAT.md section 6).
+"""Rendering an expansion through a template with placeholders (docs/FORMAT.md section 6).
 
 Placeholders: ``<|special|>``, ``<|characters|>``, ``<|copyrights|>``, ``<|artist|>``,
 ``<|general|>``, ``<|quality|>``, ``<|meta|>``, ``<|rating|>``, ``<|extended|>`` (the

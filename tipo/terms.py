@@ -18,7 +18,7 @@ __all__ = ["CaptionKind", "Field", "Length", "Output", "Task", "values"]
 
 
 class Length(str, enum.Enum):
-    """The size class of the whole sample (FORMAT.md section 2.2)."""
+    """The size class of the whole sample (docs/FORMAT.md section 2.2)."""
 
     VERY_SHORT = "very_short"
     SHORT = "short"
@@ -36,7 +36,7 @@ class Length(str, enum.Enum):
         return _NL_SIZE[self]
 
 
-# FORMAT.md section 2.2: the tag-count range and caption size of each length class.
+# docs/FORMAT.md section 2.2: the tag-count range and caption size of each length class.
 _TAG_RANGE = {
     Length.VERY_SHORT: (0, 18),
     Length.SHORT: (18, 36),
@@ -67,7 +67,7 @@ class CaptionKind(str, enum.Enum):
 
 
 class Task(str, enum.Enum):
-    """The composite tasks TIPO was trained on (FORMAT.md section 3). Fields are split on ``_to_``."""
+    """The composite tasks TIPO was trained on (docs/FORMAT.md section 3). Fields are split on ``_to_``."""
 
     TAG_TO_LONG = "tag_to_long"
     LONG_TO_TAG = "long_to_tag"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .features import ProcessorImageFeatures, import_optional, l2_normalize, pooled
-from .text import _texts
+from .text import check_texts
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +67,7 @@ class ClipFeatures(ProcessorImageFeatures):
             >>> clip.token_counts(["a cat"])  # doctest: +SKIP
             [4]
         """
-        return [len(ids) for ids in self.processor.tokenizer(list(_texts(texts)))["input_ids"]]
+        return [len(ids) for ids in self.processor.tokenizer(list(check_texts(texts)))["input_ids"]]
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         """Float64 text embeddings ``[len(texts), d]``; texts beyond :attr:`text_window` tokens are cut.
@@ -77,7 +77,7 @@ class ClipFeatures(ProcessorImageFeatures):
             (1, 768)
         """
         torch = import_optional("torch", "CLIP text features")
-        texts = _texts(texts)
+        texts = check_texts(texts)
         device = self._eval_parameter().device
         rows = []
         with torch.inference_mode():
@@ -149,7 +149,7 @@ def clip_score(images: Sequence[Image.Image], texts: Sequence[str], clip: ClipFe
         >>> clip_score([image], ["1girl, solo"], ClipFeatures.from_pretrained()).score  # doctest: +SKIP
         27.1
     """
-    texts = _texts(texts)
+    texts = check_texts(texts)
     if isinstance(images, Sequence) and len(images) != len(texts):
         raise ValueError(f"got {len(images)} images but {len(texts)} texts: pass one text per image")
     image_rows = l2_normalize(clip(images), what="CLIP image features")

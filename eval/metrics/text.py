@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from tipo.terms import Length
+
 from .features import check_features, import_optional
 from .vendi import vendi_score, vendi_score_kernel
 
-# Tag-count bounds (min, cap) of TIPO's length classes, as in its training data (shared/FORMAT.md 2.2).
+# Tag-count bounds (min, cap) of TIPO's length classes, as in its training data (docs/FORMAT.md 2.2).
 # Both ends count as a hit, so a count on a boundary (18, 36, 48) hits both neighbouring classes.
-LENGTH_BOUNDS = MappingProxyType(
-    {"very_short": (0, 18), "short": (18, 36), "long": (36, 48), "very_long": (48, 72)}
-)
+LENGTH_BOUNDS = MappingProxyType({length.value: length.tag_range for length in Length})
 CLIP_WINDOW = 77  # CLIP text encoder: 75 tokens plus start and end
 T5_WINDOW = 512  # a common T5 budget: FLUX.1-dev reads 512 tokens (SD3 defaults to 256)
 
@@ -157,7 +157,7 @@ def word_counts(texts: Sequence[str]) -> list[int]:
         >>> word_counts(["A cat sits on a mat.", ""])
         [6, 0]
     """
-    return [len(text.split()) for text in _texts(texts)]
+    return [len(text.split()) for text in check_texts(texts)]
 
 
 def text_vendi_score(
@@ -178,7 +178,7 @@ def text_vendi_score(
         >>> round(text_vendi_score(["a cat", "a cat", "sunset"]), 4)
         1.8899
     """
-    texts = _texts(texts)
+    texts = check_texts(texts)
     if embed is not None:
         rows = check_features(embed(texts), what="text embeddings")
         if rows.shape[0] != len(texts):
@@ -249,10 +249,12 @@ def token_budget(
     """
     if window < 1:
         raise ValueError(f"window must be at least 1 token, got {window}")
-    return TokenBudget(counts=tuple(len(tokenize(prompt)) for prompt in _texts(prompts)), window=window)
+    return TokenBudget(counts=tuple(len(tokenize(prompt)) for prompt in check_texts(prompts)), window=window)
 
 
-def _texts(texts: Sequence[str]) -> Sequence[str]:
+def check_texts(texts: Sequence[str]) -> Sequence[str]:
+    """``texts`` when it is a non-empty list of strings (the metrics' shared input check); else a
+    TypeError or ValueError that says how to call."""
     if isinstance(texts, str):
         raise TypeError("expected a list of texts, got one string: wrap it as [text]")
     if len(texts) == 0:

@@ -7,11 +7,11 @@ One :class:`Sample` per draw: a length class, a task the records can feed, and t
   reach 18, so a sample gathers several records of the same source, preferring records that share
   a tag with the first, until the union reaches a tag count drawn from the class range (then cut
   to it). The long caption takes one paragraph per record, from the first 1 / 1 / 2 / 3 records
-  (FORMAT.md's paragraph counts), 2 / 4 / 4 / 4 sentences each; the short caption and the special
+  (docs/FORMAT.md's paragraph counts), 2 / 4 / 4 / 4 sentences each; the short caption and the special
   tags come from the first record only.
 
 The class written in the ``target:`` line is the class of the sample's final tag count, with
-FORMAT.md's thresholds. Tags are special first, then the general tags shuffled; a random prefix is
+docs/FORMAT.md's thresholds. Tags are special first, then the general tags shuffled; a random prefix is
 the input and the rest is the output. Composite tasks put their fields in task order. The aspect
 ratio line comes from the first record's image size (80% of the time, so prompts without it stay in
 distribution); a user's meta-line tags are kept 80% of the time. ``<|gen_meta|>`` samples are not
@@ -53,7 +53,7 @@ TASK_WEIGHTS: dict[str, float] = {
 }
 #: Share of each length class among the samples.
 LENGTH_WEIGHTS: dict[str, float] = {"very_short": 0.35, "short": 0.25, "long": 0.2, "very_long": 0.2}
-#: The tag count each class draws from (inclusive), inside FORMAT.md's ranges.
+#: The tag count each class draws from (inclusive), inside docs/FORMAT.md's ranges.
 TAG_COUNTS: dict[Length, tuple[int, int]] = {
     Length.VERY_SHORT: (1, 17),
     Length.SHORT: (18, 35),
@@ -72,7 +72,7 @@ META_CATEGORY = {key: category for category, key in META_KEYS}
 
 
 def length_of(n_tags: int) -> Length:
-    """The size class of a sample with ``n_tags`` tags (FORMAT.md: <18, 18-35, 36-47, >=48).
+    """The size class of a sample with ``n_tags`` tags (docs/FORMAT.md: <18, 18-35, 36-47, >=48).
 
     Example:
         >>> [length_of(n).value for n in (0, 17, 18, 35, 36, 47, 48)]
@@ -220,7 +220,7 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
 
         fields = task.fields if task is not None else (Field.TAG,)
         open_field = None
-        # Sometimes all tags are given and the model writes only the caption (FORMAT.md section 3,
+        # Sometimes all tags are given and the model writes only the caption (docs/FORMAT.md section 3,
         # "caption only, keep tags as given").
         if task in (Task.TAG_TO_LONG, Task.SHORT_TO_TAG_TO_LONG) and rng.random() < 0.15:
             open_field = Field.LONG
