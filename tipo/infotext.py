@@ -226,8 +226,9 @@ def from_infotext(params: Mapping[str, object]) -> dict[str, object] | None:
     ``params``: what :func:`parse_parameters` or A1111's parser returns. None when it holds no
     ``TIPO Parameters``. Reads plain and quote-swapped JSON, and the reference extension's names
     (``tag_length``, ``ban_tags``, ``"very short"``, ``"repo | file.gguf"``, ``gguf_cpu``, format
-    names); keys that are not settings are dropped. A ``TIPO Parameters`` that is not JSON is a
-    RequestError naming the fix.
+    names); keys that are not settings are dropped. A writer that leaves out the size (the WebUI
+    extension expands for the job's image size) gets the image's ``Size``. A ``TIPO Parameters``
+    that is not JSON is a RequestError naming the fix.
     """
     raw = params.get(PARAMETERS_KEY)
     if raw is None:
@@ -253,6 +254,9 @@ def from_infotext(params: Mapping[str, object]) -> dict[str, object] | None:
         named, text = _LEGACY_FORMATS.get(str(settings.get("format_selected"))), settings.get("format")
         if named or isinstance(text, str):
             values["template"] = named or text
+    size = re.fullmatch(r"(\d+)x(\d+)", str(params.get("Size", "")))
+    if size and not {"width", "height", "aspect_ratio"} & set(values):  # a host that expanded for its image size
+        values["width"], values["height"] = int(size[1]), int(size[2])
     for o in OPTIONS:
         if o.infotext and o.infotext in params:
             text = params[o.infotext]  # type: ignore[index]
