@@ -341,7 +341,7 @@ def test_thread_counts_are_bounded(tiny_model, threads):
     if int(threads) >= 1:
         assert run.returncode == 0, run.stderr[-400:]
     else:
-        assert_clean_error(run, 2, "n_threads")
+        assert_clean_error(run, 2, "threads")  # --threads: the flag and the Expander keyword both name it
 
 
 # --- 2. model files are untrusted: HF folders -----------------------------------------------------

@@ -321,9 +321,8 @@ OPTIONS: tuple[Option, ...] = (
            Dest.LOADING, choices=("auto", "llama", "hf")),
     Option("device", Kind.CHOICE, "cpu", "cpu, or the GPU (llama.cpp: every layer offloaded; transformers: the "
            "torch device)", Dest.LOADING, choices=("cpu", "gpu")),
-    Option("threads", Kind.INT, 0, "CPU threads for the model (0: physical cores minus one, at most 8; more than the cores "
-           "are capped)", Dest.LOADING,
-           min=1, max=1024, unset=0, param="n_threads"),
+    Option("threads", Kind.INT, 0, "CPU threads for the model (0: physical cores minus one, at most 8; more than "
+           "the cores are capped)", Dest.LOADING, min=1, max=1 << 20, unset=0, param="n_threads"),
     Option("n_ctx", Kind.INT, 0, "context in tokens (0: the format's 1024; at most what the model file declares)",
            Dest.LOADING, min=16, max=1 << 20, unset=0),
     Option("allow_pickle", Kind.BOOL, False, "let the transformers backend load pickled .bin weights, which can run "
