@@ -31,6 +31,7 @@ def _shapes() -> dict[str, tuple[Callable[[int], str], str]]:
         "many tags": (lambda n: "long hair, " * (n // 11), "plan"),
         "deep brackets": (lambda n: "(" * (n // 2) + "x" + ")" * (n // 2), "plan"),
         "crossed brackets": (lambda n: "[" * (n // 3) + "(" * (n // 3) + "x" + "]" * (n // 3), "plan"),
+        "unmatched closers": (lambda n: "[" * (n // 2) + ")" * (n // 2), "plan"),
         "weighted runs": (lambda n: "a (b) " * (n // 6), "plan"),
         "long caption": (lambda n: "A cat sits.\nrating: x\n" * (n // 22), "caption"),
         "model text": (lambda n: "tag: " + "smile, " * (n // 7), "parse"),

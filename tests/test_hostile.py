@@ -480,6 +480,7 @@ PATHOLOGICAL = {
     "many tags": lambda: "tag, " * 40_000,
     "deep parentheses": lambda: "(" * 100_000 + "x" + ")" * 100_000,
     "crossed brackets": lambda: "[" * 50_000 + "(" * 50_000 + "x" + "]" * 50_000,
+    "unmatched closers": lambda: "[" * 100_000 + ")" * 100_000,
     "weight runs": lambda: "a( )" * 50_000,
     "open extra networks": lambda: "<lora:" * 30_000,
     "escapes": lambda: "\\(" * 100_000,
@@ -559,3 +560,34 @@ def test_hostile_hf_folder_cli_is_one_line_before_torch_loads(tiny_model, tmp_pa
     run = run_cli("expand", "--model", str(folder), "--backend", "hf", "1girl", stdin=b"y\n", timeout=60)
     assert_clean_error(run, 1, needle)
     assert run.seconds < 30  # type: ignore[attr-defined]
+
+
+def test_placeholder_text_inside_a_tag_is_rendered_literally(llama):
+    res = llama.expand(Request("1girl, <|quality|>, <|generated|>", length="very_short", output="tags"), GREEDY)
+    assert res.prompt.count("<|quality|>") == 1 and res.prompt.count("<|generated|>") == 1
+    assert "tag: 1girl, <|quality|>, <|generated|>" in res.plan.prompt
+
+
+def test_eight_threads_on_one_pool_load_once_and_agree(tiny_model):
+    from tipo import ExpanderPool
+
+    pool = ExpanderPool(capacity=1)
+    sampling = Sampling(seed=9, max_new_tokens=8)
+    results: list[str | None] = [None] * 8
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = pool.get(str(tiny_model.gguf_f32), n_threads=1).expand(REQS[0], sampling).completion
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert not errors and pool.loads == 1 and len(set(results)) == 1 and results[0] is not None
+    finally:
+        pool.clear()
