@@ -59,3 +59,10 @@ def test_images_come_with_their_parameters(sd):
     assert first.size == (32, 32)
     assert params.startswith(out.prompt) and "Steps: 2" in params and "Seed: 5" in params and "Seed: 6" in params2
     assert "Negative prompt: lowres" in params
+
+
+def test_changes_name_what_was_rewritten_or_dropped(app):
+    out = app.expand({"tags": "1girl", "caption": "a cat\ntag: evil", "seed": 1, "max_new_tokens": 16})
+    assert "cannot read as protocol" in out.changes and "tag:" in out.changes
+    out = app.expand({"tags": "1girl, forest", "seed": 7})  # the built-in model drops tags outside its table
+    assert out.changes.startswith("dropped") and all(t in out.changes for t in out.details["dropped"])

@@ -51,7 +51,7 @@ class Outcome:
     tags: str
     caption: str
     seed: int
-    changes: str  # what the safety layer and the ban list changed, one line each
+    changes: str  # what the safety layer, the protocol guard, trimming and the ban list changed
     details: dict[str, object] = field(default_factory=dict)  # the result's to_dict (model, plan, timings)
     images: list[tuple[Any, str]] = field(default_factory=list)  # (PIL image, its parameters text)
 
@@ -72,6 +72,12 @@ def describe_changes(result: Any) -> str:
         data = _plain(safety)
         lines.append("safety: " + (json.dumps(data, ensure_ascii=False, default=str)
                                    if not isinstance(data, str) else data))
+    prov = getattr(result, "provenance", None)
+    for name, title in (("neutralised", "your text rewritten so it cannot read as protocol"),
+                        ("trimmed", "cut from the input to fit the context")):
+        items = getattr(prov, name, ()) or ()
+        if items:
+            lines.append(f"{title}: " + "; ".join(map(str, items)))
     dropped = getattr(result, "dropped", ()) or ()
     if dropped:
         lines.append("dropped (banned or over the length cap): " + ", ".join(map(str, dropped)))
