@@ -44,6 +44,7 @@ class OutType(str, enum.Enum):
 
     F32 = "f32"
     F16 = "f16"
+    BF16 = "bf16"
     Q8_0 = "q8_0"
 
 
@@ -271,6 +272,8 @@ def _storage_type(shape: Sequence[int], outtype: OutType) -> Any:
         return GGMLQuantizationType.F32
     if outtype is OutType.F16:
         return GGMLQuantizationType.F16
+    if outtype is OutType.BF16:
+        return GGMLQuantizationType.BF16
     block_size, _ = GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0]
     # Rows that do not split into Q8_0 blocks stay F16, as llama.cpp's converter does.
     return GGMLQuantizationType.Q8_0 if shape[-1] % block_size == 0 else GGMLQuantizationType.F16
@@ -293,6 +296,7 @@ def _file_type(outtype: OutType) -> int:
     return {
         OutType.F32: LlamaFileType.ALL_F32,
         OutType.F16: LlamaFileType.MOSTLY_F16,
+        OutType.BF16: LlamaFileType.MOSTLY_BF16,
         OutType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
     }[outtype]
 
@@ -509,7 +513,7 @@ def export_hf_to_gguf(
         hf_dir: folder with ``config.json``, ``*.safetensors``, ``tokenizer.model`` and, for added
             tokens, ``tokenizer.json`` / ``tokenizer_config.json`` / ``added_tokens.json``.
         out_path: the ``.gguf`` file to write.
-        outtype: ``f32``, ``f16`` or ``q8_0`` for the 2-D weights.
+        outtype: ``f32``, ``f16``, ``bf16`` or ``q8_0`` for the 2-D weights.
         name: ``general.name`` written into the file; defaults to the folder's name.
 
     Example::
@@ -552,7 +556,7 @@ def export_hf_to_gguf(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m models.gguf_export HF_DIR OUT.gguf [--outtype f16|f32|q8_0]``."""
+    """CLI: ``python -m models.gguf_export HF_DIR OUT.gguf [--outtype f16|bf16|f32|q8_0]``."""
     parser = argparse.ArgumentParser(
         prog="python -m models.gguf_export",
         description="Convert a Hugging Face LLaMA folder (safetensors + SentencePiece tokenizer) to a GGUF file.",
