@@ -12,7 +12,7 @@ install:
 
 install-dev:
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[llama,hf,image,train,eval,ui,safety-image,dev]"
+	$(PIP) install -q -e ".[llama,hf,image,train,eval,ui,safety-image,ray,dev]"
 
 expand: install
 	$(PYTHON) -m tipo expand "$(PROMPT)"

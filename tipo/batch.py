@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER_KEY", "BatchInput", "BatchItem", "BatchOutput", "BatchResult", "batch_input", "batch_settings",
-    "check_output_path", "derive_seed",
+    "check_output_path", "derive_seed", "expand_records",
     "model_identity", "read_batch_file", "read_request_lines", "run_batch",
 ]
 
@@ -587,7 +587,7 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
     try:
         todo = [item for item in batch.items if item.index not in done]
         fresh: dict[int, dict[str, object]] = {}
-        for record in _records(todo, expander, sampling, base, template, task, timings, batch_size):
+        for record in expand_records(todo, expander, sampling, base, template, task, timings, batch_size):
             if output is not None:
                 output.write(record)
             fresh[int(record["index"])] = record  # type: ignore[call-overload]
@@ -602,9 +602,11 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
     return result
 
 
-def _records(todo: Sequence[BatchItem], expander: Expander, sampling: Sampling, base: int, template: object,
-             task: object, timings: bool, batch_size: int) -> Iterator[dict[str, object]]:
-    """One record per item, in input order (results that finish early wait for those before them)."""
+def expand_records(todo: Sequence[BatchItem], expander: Expander, sampling: Sampling, base: int,
+                   template: object = None, task: object = None, timings: bool = False,
+                   batch_size: int = 1) -> Iterator[dict[str, object]]:
+    """The record of each item, in input order (results that finish early wait for those before
+    them): the one rule for records and seeds shared by local batches and :mod:`tipo.ray`."""
     seeds = [item.seed if item.seed is not None else derive_seed(base, item.index) for item in todo]
     records = [{"index": item.index, "line": item.line, "base_seed": base, "seed": seed, "request": dict(item.fields)}
                for item, seed in zip(todo, seeds, strict=True)]

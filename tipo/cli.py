@@ -60,6 +60,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="with --batch: write an error record for a line that cannot be read instead of refusing")
     ex.add_argument("--batch-size", type=int, default=1, metavar="N",
                     help="with --batch: requests decoded together (default: 1)")
+    ex.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="with --batch: expand on Ray (a cluster address, or a local Ray without one); "
+                         "--out is then a new folder of Parquet parts")
+    ex.add_argument("--ray-actors", type=int, default=2, metavar="N",
+                    help="with --ray: actors, each holding one model (default: 2)")
     ex.set_defaults(func=_cmd_expand)
 
     pa = sub.add_parser("parse", help="parse a model text (prompt plus completion) from stdin into JSON fields")
@@ -152,6 +157,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if not args.caption:
         defaults.pop("caption", None)
     requests = batch.read_batch_file(args.batch, defaults, skip_bad=args.skip_bad)
+    if args.ray is not None:
+        return _cmd_batch_ray(args, requests, run)
     batch.check_output_path(args.out, args.batch)
     model = resolve(loading["model"], loading["backend"])
     backend = pick_backend(model.path, loading["backend"])
@@ -172,6 +179,25 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             bar.close()
     if done.errors:
         print(f"tipo: {done.errors} record(s) hold an error instead of a result (see their 'error')", file=sys.stderr)
+    return 0
+
+
+def _cmd_batch_ray(args: argparse.Namespace, requests, run) -> int:  # noqa: ANN001
+    """``--batch FILE --out DIR --ray [ADDRESS]``: the same records as a local batch, on Ray actors."""
+    from .expander import fresh_seed
+    from .ray import run as run_ray
+
+    if args.out == "-":
+        raise RequestError("--ray writes a folder of Parquet parts; give --out DIR")
+    loading = dict(run.loading)
+    base = run.sampling.seed if run.sampling.seed is not None else fresh_seed()
+    options = {k: v for k, v in loading.items() if k == "n_ctx" and v is not None}
+    n = run_ray(requests, args.out, address=args.ray or None, model=loading.get("model") or None,
+                backend=loading.get("backend", "auto"), sampling=run.sampling, base_seed=base, template=run.template,
+                task=run.task, timings=args.timings, num_actors=args.ray_actors, batch_size=args.batch_size,
+                n_threads=loading.get("n_threads") or 1, known_tags_only=loading.get("known_tags_only"), **options)
+    print(f"tipo: {n} records in {args.out} (base seed {base}; tipo.ray.read_output reads them in order)",
+          file=sys.stderr)
     return 0
 
 
