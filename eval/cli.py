@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(r, ("request", "sampling", "expand", "loading"), exclude=_NOT_FLAGS, positional=())
     i = r.add_argument_group("images")
     i.add_argument("--images", action="store_true", help="generate one image per (method, item)")
-    i.add_argument("--pipeline", metavar="PATH", help="diffusers pipeline folder or hub id for --images")
+    i.add_argument("--pipeline", metavar="PATH",
+                   help="diffusers pipeline folder, hub id, or single-file .safetensors/.ckpt checkpoint for --images")
+    i.add_argument("--pipeline-config", metavar="PATH",
+                   help="single-file checkpoints: a diffusers folder of the same family for its configs and tokenizers")
     i.add_argument("--steps", type=int, help="denoising steps (default: tipo.image's, 30)")
     i.add_argument("--guidance", type=float, help="guidance scale (default: the pipeline's)")
     i.add_argument("--image-width", type=int, metavar="PX", help="image width (default: the pipeline's)")
@@ -118,6 +121,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - returns a RunC
     images = None
     if args.images:
         images = ImageSettings(pipeline=args.pipeline or "", steps=args.steps, guidance=args.guidance,
+                               config=args.pipeline_config,
                                width=args.image_width, height=args.image_height)
     elif args.pipeline or args.steps or args.guidance is not None:
         raise EvalError("--pipeline, --steps and --guidance are for --images; add --images")

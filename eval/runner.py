@@ -79,6 +79,8 @@ class ImageSettings:
         pipeline: a diffusers pipeline folder or hub id, loaded with ``tipo.image``.
         steps, guidance, width, height: generation settings; None keeps ``tipo.image.generate``'s
             defaults (30 steps, the pipeline's guidance and size).
+        config: for a single-file checkpoint as ``pipeline``: a diffusers folder (or hub id) of the same
+            family whose configs and tokenizers are used (``tipo.image.load_pipeline``'s ``config``).
     """
 
     pipeline: str
@@ -86,6 +88,7 @@ class ImageSettings:
     guidance: float | None = None
     width: int | None = None
     height: int | None = None
+    config: str | None = None
 
     def __post_init__(self) -> None:
         if not self.pipeline:
@@ -293,9 +296,17 @@ def _identity(config: RunConfig, pset: PromptSet, specs: Sequence[MethodSpec]) -
         "seed": config.seed,
         "request_defaults": _jsonable(dict(config.request)),
         "methods": {s.name: describe_method(s, config.settings) for s in specs},
-        "images": None if config.images is None else {**asdict(config.images),
-                                                       "pipeline": _path_identity(config.images.pipeline)},
+        "images": None if config.images is None else _image_identity(config.images),
     }
+
+
+def _image_identity(images: ImageSettings) -> dict[str, Any]:
+    out = {**asdict(images), "pipeline": _path_identity(images.pipeline)}
+    if images.config is None:
+        del out["config"]  # runs from before single-file checkpoints keep their identity
+    else:
+        out["config"] = _path_identity(images.config)
+    return out
 
 
 def _path_identity(spec: str) -> str:
@@ -526,7 +537,8 @@ class _ImageStage:
 
         self.settings = settings
         self._stage = image_stage
-        self.pipeline = image_stage.load_pipeline(settings.pipeline)
+        extra = {"config": settings.config} if settings.config is not None else {}
+        self.pipeline = image_stage.load_pipeline(settings.pipeline, **extra)
         from tipo.image.loading import stages
 
         for stage in stages(self.pipeline):
@@ -608,11 +620,12 @@ def _load_tokenizer(name: str, config: RunConfig) -> tuple[Callable[[str], int],
         candidates.append((explicit, None))
     if name == "clip" and config.scoring.clip:
         candidates.append((config.scoring.clip, None))
-    if config.images is not None and Path(config.images.pipeline).is_dir():
+    folders = [] if config.images is None else [config.images.pipeline, config.images.config]
+    for folder in (f for f in folders if f is not None and Path(f).is_dir()):  # a single file's config folder too
         for sub in ("tokenizer", "tokenizer_2", "tokenizer_3"):
-            cfg = Path(config.images.pipeline) / sub / "tokenizer_config.json"
+            cfg = Path(folder) / sub / "tokenizer_config.json"
             if cfg.is_file() and name.upper() in json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class", "").upper():
-                candidates.append((config.images.pipeline, sub))
+                candidates.append((folder, sub))
                 break
     default = DEFAULT_CLIP_TOKENIZER if name == "clip" else DEFAULT_T5_TOKENIZER
     if not explicit and _in_hf_cache(default):

@@ -154,6 +154,9 @@ def test_lora_with_text_encoder_weights_mixed_runs_and_errors(files, tmp_path):
         generate("1girl <lora:grain:1:0.5>", sd, steps=2, lora_dir=files["loras"])
     no_dir = generate("1girl <lora:grain:1>", sd, steps=2, seed=2)
     assert no_dir.records[0].ignored == ("<lora:grain:1>",) and "no LoRA folder" in no_dir.notes[0]
+    negative = generate("1girl", sd, steps=2, seed=2, negative="lowres <lora:grain:1>", lora_dir=files["loras"])
+    assert negative.records[0].ignored == ("<lora:grain:1>",) and negative.records[0].loras == ()
+    assert same(negative.images[0], generate("1girl", sd, steps=2, seed=2, negative="lowres").images[0])
     assert same(no_dir.images[0], base)
     saved = generate("1girl <lora:grain:1>", sd, steps=2, seed=2, lora_dir=files["loras"], out_dir=tmp_path).paths[0]
     changed = tmp_path / "changed"
@@ -239,3 +242,22 @@ def read_parameters_text(text):
     from tipo.image import parse_parameters
 
     return parse_parameters(text)
+
+
+def test_eval_runner_draws_with_a_single_file_checkpoint(files, tmp_path, capsys):
+    import json
+
+    from eval.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("1girl, forest\nscenery, sky\n")
+    out = tmp_path / "run"
+    args = ["run", "--prompts", prompts, "--methods", "none", "--out", out, "--quiet", "--images", "--pipeline",
+            files["sd.safetensors"], "--pipeline-config", files["sd-config"], "--steps", 2, "--metrics", "tokens"]
+    code = main([str(a) for a in args])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["images"]["config"] == str(files["sd-config"].resolve())
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["items"]) == 2 and all((out / i["image"]).is_file() for i in results["items"])
+    assert results["scoring"]["tokens"]["clip"]["source"].startswith(str(files["sd-config"]))  # its tokenizer

@@ -492,7 +492,10 @@ def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, run: _Run
                 applied = extras.apply(job.prompt, o.negative, parts.extras)
                 embeds, up = _encode(pipeline, job, run, safe, applied, extras)
                 reports: tuple[EncoderReport, ...] = embeds.reports + (up.reports if up is not None else ())
-                ignored = tuple(e for e in embeds.ignored if e not in {t.text for t in applied.lora_tags})
+                # Extra-network tags not applied: the prompt's non-LoRA ones (or LoRAs without a folder) and every
+                # one in the negative (A1111 applies none from there either).
+                ignored = tuple(e for e in embeds.ignored if e not in {t.text for t in applied.lora_tags}) \
+                    + split_prompt(o.negative).extras
                 for j in range(o.n):
                     k = i * o.n + j
                     seed = seeds(k)
