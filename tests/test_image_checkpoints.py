@@ -36,10 +36,13 @@ def same(a, b):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("single")
-    sd, sdxl = tiny_sd_pipeline(0), tiny_sdxl_pipeline(0, hidden_2=48)
+    sd, sdxl, sdxl32 = tiny_sd_pipeline(0), tiny_sdxl_pipeline(0, hidden_2=48), tiny_sdxl_pipeline(0)
     sd.save_pretrained(root / "sd-config")
     sdxl.save_pretrained(root / "sdxl-config")
+    sdxl32.save_pretrained(root / "sdxl32-config")
     out = {"root": root, "sd": sd, "sdxl": sdxl, "sd-config": root / "sd-config", "sdxl-config": root / "sdxl-config",
+           "sdxl32": sdxl32, "sdxl32-config": root / "sdxl32-config",
+           "sdxl32.safetensors": save_single_file(sdxl32, root / "xl-same-widths.safetensors"),
            "sd.safetensors": save_single_file(sd, root / "anime-v1.safetensors"),
            "sd.ckpt": save_single_file(sd, root / "anime-v1.ckpt"),
            "sdxl.safetensors": save_single_file(sdxl, root / "xl-model.safetensors")}
@@ -60,7 +63,8 @@ def files(tmp_path_factory):
 
 # -- single-file checkpoints -------------------------------------------------------------------
 @pytest.mark.parametrize("name,config,kind", [("sd.safetensors", "sd-config", "sd"), ("sd.ckpt", "sd-config", "sd"),
-                                              ("sdxl.safetensors", "sdxl-config", "sdxl")])
+                                              ("sdxl.safetensors", "sdxl-config", "sdxl"),
+                                              ("sdxl32.safetensors", "sdxl32-config", "sdxl32")])  # equal CLIP widths
 def test_single_file_loads_offline_with_the_same_weights_and_pixels(files, name, config, kind):
     loaded = load_pipeline(files[name], config=str(files[config]), local_files_only=True)
     original = files[kind]

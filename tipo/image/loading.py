@@ -243,6 +243,32 @@ def _config_advice(name: str, repo: str, why: str) -> str:
             f"network run: hf download {repo} --include '*.json' '*.txt' --local-dir <DIR> and pass <DIR>")
 
 
+def _same_width_clip_g(path: Path, config: str | None, extra: dict[str, Any]) -> None:
+    """SDXL's second text encoder, built here when both CLIPs have the same width.
+
+    diffusers' ``from_single_file`` picks the converter for each text encoder by the width of the
+    checkpoint's position embeddings; when CLIP-L and CLIP-G are equally wide (small test models; the real
+    ones are 768 and 1280) it reads CLIP-L's weights for both and fails. Then CLIP-G is converted here with
+    diffusers' own ``convert_open_clip_checkpoint`` and passed in as ``text_encoder_2``.
+    """
+    shapes = _checkpoint_shapes(path)
+    l_pos = shapes.get("conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight")
+    g_pos = shapes.get("conditioner.embedders.1.model.positional_embedding")
+    if l_pos is None or g_pos is None or l_pos.shape[-1] != g_pos.shape[-1] or "text_encoder_2" in extra:
+        return
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint, load_single_file_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    local = bool(extra.get("local_files_only"))
+    text_config = CLIPTextConfig.from_pretrained(config, subfolder="text_encoder_2", local_files_only=local)
+    model = CLIPTextModelWithProjection(text_config)
+    state = convert_open_clip_checkpoint(model, load_single_file_checkpoint(str(path), local_files_only=True),
+                                         prefix="conditioner.embedders.1.model.")
+    model.load_state_dict(state, strict=True)
+    dtype = extra.get("dtype", extra.get("torch_dtype"))
+    extra["text_encoder_2"] = model.to(dtype=dtype).eval() if dtype is not None else model.eval()
+
+
 def _load_single_file(path: Path, kind: PipelineKind | None, config: str | None, original_config: str | None,
                       kwargs: dict[str, Any]) -> tuple[Any, PipelineKind]:
     import diffusers
@@ -260,6 +286,8 @@ def _load_single_file(path: Path, kind: PipelineKind | None, config: str | None,
     cls = getattr(diffusers, found.pipeline_class)
     try:
         with torch.random.fork_rng(devices=[]):
+            if found is PipelineKind.SDXL and original_config is None:
+                _same_width_clip_g(path, config, extra)
             pipe = cls.from_single_file(str(path), config=config, **extra)
     except Exception as exc:  # noqa: BLE001 - every failure gets the same advice
         reason = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__

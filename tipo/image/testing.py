@@ -209,8 +209,7 @@ def save_tiny_sd(path: str | Path, seed: int = 0) -> Path:
 def tiny_sdxl_pipeline(seed: int = 0, hidden_2: int = 32):  # noqa: ANN201
     """A tiny :class:`~diffusers.StableDiffusionXLPipeline` (two CLIP encoders, pooled embedding).
 
-    ``hidden_2`` is the second encoder's width; give it a value other than 32 for a pipeline that goes
-    through a single-file checkpoint (diffusers tells the two CLIPs apart by their widths there).
+    ``hidden_2`` is the second encoder's width (32, like the first, by default).
     """
     from diffusers import (
         AutoencoderKL,
