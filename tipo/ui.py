@@ -210,8 +210,8 @@ class WebApp:
                     out_tags = _copyable(gr, label="Tags", lines=3, elem_id="tipo-out-tags")
                     out_caption = _copyable(gr, label="Caption", lines=3, elem_id="tipo-out-caption")
                     out_seed = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="tipo-out-seed")
-                    out_changes = gr.Textbox(label="Changed by the safety layer and the ban list", lines=2,
-                                             interactive=False, elem_id="tipo-out-changes")
+                    out_changes = gr.Textbox(label="What was changed (safety layer, protocol guard, trimming, bans)",
+                                             lines=2, interactive=False, elem_id="tipo-out-changes")
                     out_images = gr.Gallery(label="Images", visible=self.pipeline is not None, elem_id="tipo-images-out")
                     with gr.Accordion("Details", open=False):
                         out_details = gr.JSON(label="Result", elem_id="tipo-out-details")
