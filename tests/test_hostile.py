@@ -591,3 +591,15 @@ def test_eight_threads_on_one_pool_load_once_and_agree(tiny_model):
         assert not errors and pool.loads == 1 and len(set(results)) == 1 and results[0] is not None
     finally:
         pool.clear()
+
+
+def test_a_batch_too_big_for_memory_is_refused_before_allocating(tiny_model):
+    from tipo.backends.validate import LlamaShape, check_batch_memory
+
+    tipo_500m = LlamaShape(20, 1280, 20, 20, 3840, 32013, 1024, 1e-5, 10000.0, 64)
+    check_batch_memory(Path("TIPO-500M.gguf"), tipo_500m, 4, 1024)  # 420 MiB: fine
+    with pytest.raises(RequestError, match="batch size of at most"):
+        check_batch_memory(Path("TIPO-500M.gguf"), tipo_500m, 1_000_000, 1024)
+    with Expander(tiny_model.gguf_f32, n_threads=1) as ex:
+        with pytest.raises(RequestError, match="batch size"):
+            ex.backend.batched(10**9, 1024)

@@ -14,7 +14,7 @@ from ..errors import ModelError, require
 from ..tokens import ADDED_TOKENS, encode_prompt
 from ..vocab import TokenText, piece_bytes
 from .base import Backend, BatchEngine
-from .validate import bounded_threads, check_hf_folder, context_size
+from .validate import bounded_threads, check_batch_memory, check_hf_folder, context_size
 
 __all__ = ["TransformersBackend"]
 
@@ -36,6 +36,7 @@ class TransformersBackend(Backend):
         self.path = Path(path)
         # The folder is checked before torch and transformers are even imported.
         folder = check_hf_folder(self.path, allow_pickle=bool(allow_pickle))
+        self.shape = folder.shape
         n_ctx_used = context_size(self.path, folder.shape, n_ctx)
         if n_threads is not None:
             bounded_threads(n_threads)  # validated; torch's own thread setting is left to the host
@@ -125,6 +126,7 @@ class TransformersBackend(Backend):
 
     def batched(self, n_seq: int, n_ctx_seq: int) -> HFBatch:
         """Batched forwards over one left-padded KV cache (attention mask and position ids per row)."""
+        check_batch_memory(self.path, self.shape, n_seq, n_ctx_seq)
         return HFBatch(self, n_seq, n_ctx_seq)
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from ..errors import ModelError, RequestError, require
 from ..tokens import encode_prompt
 from ..vocab import TokenText, piece_bytes
 from .base import Backend, BatchEngine
-from .validate import bounded_threads, context_size, read_gguf
+from .validate import bounded_threads, check_batch_memory, context_size, read_gguf
 
 __all__ = ["LlamaCppBackend", "check_gguf", "open_llama"]
 
@@ -79,6 +79,7 @@ class LlamaCppBackend(Backend):
         self._lib = llama_cpp
         self.path = Path(path)
         header = read_gguf(self.path)
+        self.shape = header.shape
         ctx = context_size(self.path, header.shape, n_ctx)
         threads = bounded_threads(n_threads)
         if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers < -1:
@@ -152,6 +153,7 @@ class LlamaCppBackend(Backend):
     def batched(self, n_seq: int, n_ctx_seq: int) -> LlamaBatch:
         """A second context on the same weights that decodes up to ``n_seq`` sequences per
         ``llama_decode``, each with its own KV cache stream of ``n_ctx_seq`` cells."""
+        check_batch_memory(self.path, self.shape, n_seq, n_ctx_seq)
         return LlamaBatch(self, n_seq, n_ctx_seq)
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "GGUFHeader",
     "LlamaShape",
     "bounded_threads",
+    "check_batch_memory",
     "check_hf_folder",
     "check_llama",
     "context_size",
@@ -196,6 +197,25 @@ def _physical_cores() -> int:
         except OSError:
             return max(1, len(cpus))
     return max(1, len(cores))
+
+
+def check_batch_memory(where: Path, shape: LlamaShape, n_seq: int, n_ctx_seq: int) -> None:
+    """Refuse a batch whose KV cache (``n_seq`` sequences of ``n_ctx_seq`` tokens) would pass the cap:
+    half of this machine's memory (at least :data:`MAX_KV_BYTES`)."""
+    cap = max(MAX_KV_BYTES, _physical_memory() // 2)
+    need = shape.kv_bytes(n_seq * n_ctx_seq)
+    if need > cap:
+        most = max(1, cap // max(1, shape.kv_bytes(n_ctx_seq)))
+        raise RequestError(f"a batch of {n_seq} sequences of {n_ctx_seq} tokens would need a {need >> 20} MiB cache "
+                           f"for {where.name} (cap {cap >> 20} MiB, half this machine's memory); use a batch size "
+                           f"of at most {most}")
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def bounded_threads(n_threads: int | None) -> int:
