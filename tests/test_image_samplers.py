@@ -149,6 +149,10 @@ def test_per_step_progress_goes_to_stderr_only_when_asked(sd, capsys):
     assert "tipo generate" in err and "step 3/3" in err and "2/2" in err
     generate("1girl", sd, steps=3, seed=1)  # progress=None: stderr is not a terminal under pytest
     assert capsys.readouterr().err == ""
+    from tipo.image.testing import tiny_if_pipelines
+
+    generate("1girl", tiny_if_pipelines(), steps=2, seed=1, progress=True)  # old-style callbacks of the IF stages
+    assert "step 6/6" in capsys.readouterr().err
 
 
 def test_options_object_validates_up_front():
