@@ -603,3 +603,14 @@ def test_a_batch_too_big_for_memory_is_refused_before_allocating(tiny_model):
     with Expander(tiny_model.gguf_f32, n_threads=1) as ex:
         with pytest.raises(RequestError, match="batch size"):
             ex.backend.batched(10**9, 1024)
+
+
+@pytest.mark.parametrize("prompt", ["(forest:" + "9" * 400 + ")", "(" * 200 + "forest" + ")" * 200],
+                         ids=["digit overflow", "nesting overflow"])
+def test_image_prompt_weight_overflow_is_an_error_not_a_black_image(sd, prompt):
+    from tipo.image.encoding import encode_prompt
+
+    with pytest.raises(RequestError, match="weight"):
+        encode_prompt(sd, prompt)
+    with pytest.raises(RequestError, match="weight"):
+        encode_prompt(sd, "1girl", negative=prompt)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..syntax import ItemKind, parse_prompt
+from ..syntax import ItemKind, check_weights, parse_prompt
 
 __all__ = ["COMMA_BACKTRACK", "PromptText", "Segment", "Token", "chunk_tokens", "fit_tokens", "split_prompt"]
 
@@ -104,7 +104,9 @@ def split_prompt(text: str) -> PromptText:
 
     for line in text.split("\n"):
         line_started = False
-        for item in parse_prompt(line):
+        items = parse_prompt(line)
+        check_weights(items)  # an inf/NaN weight would give NaN embeddings: a black image
+        for item in items:
             if item.kind is ItemKind.BREAK:
                 close()
                 line_started = False
