@@ -179,13 +179,13 @@ BATCH_TEMPLATES = (
 
 def batch_requests(n: int) -> list[tuple[object, int]]:
     from tipo import Request
-    from tipo.batch import derive_seed
+    from tipo.seeds import record_seed
 
     out = []
     for i in range(n):
         t = BATCH_TEMPLATES[i % len(BATCH_TEMPLATES)]
         ratio = {"width": WIDTH, "height": HEIGHT} if i % 3 == 0 else {}
-        out.append((Request(**t, **ratio), derive_seed(0, i)))  # type: ignore[arg-type]
+        out.append((Request(**t, **ratio), record_seed(0, i)))  # type: ignore[arg-type]
     return out
 
 

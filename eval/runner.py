@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tipo.seeds import derive
+
 from .errors import EvalError, MethodFailure
 from .methods import (
     MethodSettings,
@@ -230,7 +232,7 @@ def item_seed(base: int, item: PromptItem, purpose: str = "tipo-eval") -> int:
     """
     if purpose == "tipo-eval" and item.seed is not None:
         return item.seed
-    return int.from_bytes(hashlib.sha256(f"{purpose}:{base}:{item.id}".encode()).digest()[:4], "big")
+    return derive(base, item.id, purpose)  # tipo.seeds rule 3
 
 
 # -- the item log ------------------------------------------------------------------------------

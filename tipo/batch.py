@@ -30,7 +30,6 @@ stdout with ``out="-"``, which writes the records only and cannot resume).
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import json
 import os
@@ -145,14 +144,6 @@ class BatchInput:
         return {"name": self.name, "sha256": self.digest, "records": len(self.items)}
 
 
-def _request_fields(request: Request) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for name in _FIELD_ORDER:
-        value = getattr(request, name)
-        out[name] = _jsonable(value) if isinstance(value, (tuple, enum.Enum)) else value
-    return out
-
-
 def batch_input(requests: Iterable[Request | str | tuple[Request | str, int | None]], name: str = "requests") -> BatchInput:
     """A batch from requests in memory: Request objects, tag strings, or ``(request, seed)`` pairs.
 
@@ -167,7 +158,7 @@ def batch_input(requests: Iterable[Request | str | tuple[Request | str, int | No
             raise RequestError(f"request {index} must be a tipo.Request or a tag string, got {type(request).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise RequestError(f"request {index}: seed must be a whole number in [0, 2**63), got {seed!r}")
-        items.append(BatchItem(index, 0, _request_fields(request), seed))
+        items.append(BatchItem(index, 0, request.to_dict(), seed))
     if not items:
         raise RequestError("the batch holds no requests")
     canon = json.dumps([[dict(i.fields), i.seed] for i in items], sort_keys=True, separators=(",", ":"))
@@ -216,7 +207,7 @@ def read_batch_file(path: str | os.PathLike[str], defaults: Mapping[str, object]
             bad.append(str(exc))
             items.append(BatchItem(index, number, {}, None, str(exc)))
             continue
-        fields_ = _request_fields(Request(**kw))  # type: ignore[arg-type]
+        fields_ = Request(**kw).to_dict()  # type: ignore[arg-type]
         items.append(BatchItem(index, number, fields_, extras.get("seed")))  # type: ignore[arg-type]
     if bad and not skip_bad:
         more = f" ({len(bad) - 1} more bad line(s))" if len(bad) > 1 else ""

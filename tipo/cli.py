@@ -184,8 +184,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _cmd_batch_ray(args: argparse.Namespace, requests, run) -> int:  # noqa: ANN001
     """``--batch FILE --out DIR --ray [ADDRESS]``: the same records as a local batch, on Ray actors."""
-    from .expander import fresh_seed
     from .ray import run as run_ray
+    from .seeds import fresh_seed
 
     if args.out == "-":
         raise RequestError("--ray writes a folder of Parquet parts; give --out DIR")
@@ -201,24 +201,10 @@ def _cmd_batch_ray(args: argparse.Namespace, requests, run) -> int:  # noqa: ANN
     return 0
 
 
-class _Counter:
-    def __init__(self, total: int, initial: int) -> None:
-        self.total, self.n = total, initial
-
-    def update(self, k: int) -> None:
-        self.n += k
-        print(f"\rtipo: {self.n}/{self.total}", end="", file=sys.stderr)
-
-    def close(self) -> None:
-        print(file=sys.stderr)
-
-
 def _progress(total: int, initial: int):  # noqa: ANN202
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Counter(total, initial)
-    return tqdm(total=total, initial=initial, unit="prompt", desc="tipo", file=sys.stderr)
+    from .progress import progress_bar
+
+    return progress_bar(total, initial=initial, unit="prompt", desc="tipo", enabled=True)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ import numpy as np
 
 from .bans import BanList
 from .parse import KEYS
-from .planner import Plan
+from .planner import META_KEYS, Plan
 from .sampling import Sampler
 from .tags import TagTable, default_table, normalize
 from .vocab import TagPieces, TokenText, is_simple_text, piece_bytes
@@ -69,7 +69,7 @@ __all__ = [
     "piece_bytes",
 ]
 
-_META_LINE_KEYS = ("meta", "rating", "artist", "characters", "copyrights", "quality")
+_META_LINE_KEYS = tuple(key for _, key in META_KEYS)  # the planner's meta lines, one spelling
 _SINGLE_LINE_FIELDS = ("tag", "short")
 
 

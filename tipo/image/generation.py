@@ -30,7 +30,6 @@ import contextlib
 import inspect
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -415,37 +414,10 @@ def _next_file_index(out_dir: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-class _Counter:
-    """A plain-text progress line when tqdm is missing."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.n, self._err, self._post = total, 0, sys.stderr, ""
-
-    def update(self, k: int) -> None:
-        self.n += k
-        self._show()
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        self._post = text
-        self._show()
-
-    def _show(self) -> None:
-        print(f"\rtipo generate: {self.n}/{self.total} {self._post}", end="", file=self._err)
-
-    def close(self) -> None:
-        print(file=self._err)
-
-
 def _progress(total: int, enabled: bool | None) -> Any:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Counter(total)
-    return tqdm(total=total, unit="image", desc="tipo generate", file=sys.stderr)
+    from ..progress import progress_bar
+
+    return progress_bar(total, unit="image", desc="tipo generate", enabled=enabled)
 
 
 def _render(prepare: Callable[[int], _Job], count: int, pipeline: Any, run: _Run, *, seeds: Callable[[int], int],
