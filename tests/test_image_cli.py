@@ -48,6 +48,23 @@ def test_generate_writes_pngs_whose_parameters_regenerate_the_pixels(tiny_model,
         assert np.array_equal(np.asarray(regenerate(path, pipe).convert("RGB")), saved)
 
 
+def test_generate_seed_s_expands_as_expand_seed_s(tiny_model, sd_folder, tmp_path, capsys):
+    """tipo.seeds rule 5: ``tipo generate --seed S`` expands its prompt exactly as ``tipo expand --seed S``."""
+    common = ["--model", tiny_model.gguf_f32, "--threads", 1, "--max-new-tokens", 24, "--length", "very_short"]
+    code, out, err = run(["1girl, forest", "--pipeline", sd_folder, "--out", tmp_path, "--seed", 5, "--steps", 1,
+                          "--json", *common], capsys)
+    assert code == 0, err
+    record = json.loads(out)
+    assert main(["expand", "1girl, forest", "--seed", "5", "--json", *(str(a) for a in common)]) == 0
+    expanded = json.loads(capsys.readouterr().out)
+    assert record["seed"] == 5 and record["expansion"]["provenance"]["seed"] == 5
+    assert record["expansion"]["completion"] == expanded["completion"] and record["prompt"] == expanded["prompt"]
+    code, out, err = run(["1girl, forest", "--pipeline", sd_folder, "--out", tmp_path / "e", "--seed", 5,
+                          "--expand-seed", 9, "--steps", 1, "--json", *common], capsys)
+    assert code == 0, err
+    assert json.loads(out)["expansion"]["provenance"]["seed"] == 9 and json.loads(out)["seed"] == 5
+
+
 def test_no_expand_json_records(sd_folder, tmp_path, capsys):
     code, out, err = run(["(1girl:1.2), forest", "--pipeline", sd_folder, "--out", tmp_path, "--seed", 5,
                           "--steps", 2, "--no-expand", "--json", "--negative", "lowres"], capsys)
