@@ -183,3 +183,22 @@ def test_the_http_api_expands_for_programs(server, library):
     prompt, tags, caption, seed, changes, _images, details = client.predict(*values.values(), api_name="/expand")
     assert (prompt, seed) == (library(5).prompt, 5)
     assert details["provenance"]["seed"] == 5
+
+
+def test_stop_cancels_only_its_own_sessions_expansion(server, tiny_model):
+    from gradio_client import Client
+
+    from tipo.options import OPTIONS
+
+    values = {o.name: o.widget_text(o.default) for o in OPTIONS}
+    values.update(tags=TAGS, seed=3, max_new_tokens=1024, temperature=1.0, model=str(tiny_model.gguf_f32))
+    mine, other = Client(server, verbose=False), Client(server, verbose=False)
+    job = mine.submit(**values, api_name="/expand")
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the expansion reports its first tokens
+    untouched = other.submit(**values, api_name="/expand")
+    mine.predict(api_name="/stop")  # the Stop button's endpoint, in the first client's session
+    with pytest.raises(Exception, match="cancelled after"):
+        job.result()
+    assert untouched.result()[-1]["provenance"]["generated_tokens"] > 100  # the other session ran on
