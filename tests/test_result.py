@@ -71,11 +71,70 @@ def test_length_cap_counts_tags_not_sentences():
 def test_caption_fields_and_placeholders():
     r = run(Request("1girl"), ", smile\nlong: A girl smiles.\nShe is happy.")
     assert r.long == "A girl smiles.\nShe is happy."
-    assert r.generated == r.long and r.extended == ""
+    # tag-only input: <|extended|> and <|generated|> both hold the model's caption
+    assert r.generated == r.long and r.extended == r.long
     assert r.caption_text == r.long
     assert r.prompt == "1girl, smile\n\nA girl smiles.\nShe is happy."
     r2 = run(Request(caption="a cat", caption_kind="short", output="caption"), " A cat sleeps.")
-    assert r2.short == "a cat" and r2.long == "A cat sleeps." and r2.extended == "A cat sleeps."
+    assert r2.short == "a cat" and r2.long == "A cat sleeps." and r2.generated == "A cat sleeps."
+    assert r2.extended == "a cat\nA cat sleeps." and r2.prompt == "a cat\nA cat sleeps."
+
+
+def test_extended_holds_the_generated_caption_for_tag_only_input():
+    r = run(Request("forest"), ", tree, river\nlong: A path through a forest.", template="<|extended|>. <|general|>")
+    assert r.prompt == "A path through a forest.. forest, tree, river"
+
+
+USER_CAPTIONS = [
+    "a cat on a windowsill",
+    "An old man reads a newspaper. He wears glasses!",
+    "  Two dogs (a corgi and a pug) play in the snow?  \nThe sky is grey.",
+    "A red BREAK sign, <lora:x:1> written on it.",
+]
+
+
+@pytest.mark.parametrize("caption", USER_CAPTIONS)
+@pytest.mark.parametrize("output", ["both", "caption", "tags"])
+@pytest.mark.parametrize("preset", [None, "both", "caption", "caption_first"])
+def test_every_user_sentence_appears_verbatim_in_the_prompt(caption, output, preset):
+    # short_to_tag_to_long / short_to_long / short_to_tag: the user's caption stays, first
+    completion = {"both": ", cat, window\nlong: A fluffy cat naps. The sun shines.", "caption": " A fluffy cat naps.",
+                  "tags": ", cat, window"}[output]
+    r = run(Request(caption=caption, caption_kind="short", output=output), completion, template=preset)
+    lines = [line.strip() for line in caption.strip().splitlines() if line.strip()]
+    text = "\n".join(lines)
+    assert text in r.prompt and r.extended.startswith(text)
+    if output != "tags":
+        assert r.prompt.index(text) < r.prompt.index("A fluffy cat naps.")
+
+
+def test_user_tags_come_back_as_typed():
+    r = run(Request("[smile], ((blue eyes)), 1girl, (red:1.1) dress, long_hair, \\(x\\)", output="tags"), ", hat")
+    assert r.prompt == "1girl, [smile], ((blue eyes)), (red:1.1) dress, long_hair, \\(x\\), hat"
+
+
+def test_no_tag_moves_across_a_break():
+    r = run(Request("(masterpiece:1.2), 1girl, BREAK, (forest:1.3) BREAK 1boy, smile, <lora:x:1>", output="tags"),
+            ", hat")
+    assert r.prompt == "(masterpiece:1.2), 1girl, BREAK, (forest:1.3), BREAK, 1boy, smile, <lora:x:1>, hat"
+    assert r.user_tags["quality"] == ("masterpiece",)  # still read as a quality tag for the model
+    # caption-only templates show no tags, not even those before a BREAK
+    r2 = run(Request("1girl, BREAK, smile", output="caption"), " A girl.", template="caption")
+    assert r2.prompt == "A girl."
+
+
+def test_default_template_shows_what_the_user_gave_and_asked_for():
+    r = run(Request("1girl, smile", output="caption"), " A girl.")
+    assert r.prompt == "1girl, smile\n\nA girl."  # the user's tags stay although only a caption was asked
+    r = run(Request(caption="A girl.", caption_kind="short", output="tags"), ", 1girl, smile")
+    assert r.prompt == "1girl, smile\n\nA girl."
+    r = run(Request(output="caption"), " 1girl\nlong: A girl.")
+    assert r.prompt == "A girl."  # nothing given: only what was asked
+
+
+def test_quality_tags_go_to_their_slot_without_break():
+    r = run(Request("masterpiece, 1girl, forest", output="tags"), ", tree")
+    assert r.prompt == "1girl, forest, tree, masterpiece"
 
 
 def test_long_caption_is_kept():
@@ -85,7 +144,7 @@ def test_long_caption_is_kept():
 
 
 def test_template_presets_and_cleanup():
-    values = {"special": "1girl", "general": "smile", "quality": "", "extended": "", "generated": "A girl."}
+    values = {"special": "1girl", "general": "smile", "quality": "", "extended": "A girl.", "generated": "A girl."}
     assert render_template(Preset.TAGS.text, values) == "1girl, smile"
     assert render_template(Preset.CAPTION_FIRST.text, values) == "A girl.\n\n1girl, smile"
     assert render_template("<|quality|>, <|special|>,  , <|general|>", values) == "1girl, smile"

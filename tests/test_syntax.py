@@ -50,9 +50,17 @@ def test_unbalanced_brackets_are_literal():
     assert render_items(parse_prompt("(long hair")) == "\\(long hair"
 
 
-def test_render_restores_weights_cleanly():
-    text = "1girl, (long hair:1.2), ((blue eyes)), <lora:x:0.8>, BREAK, marker \\(medium\\)"
-    assert render_items(parse_prompt(text)) == "1girl, (long hair:1.2), (blue eyes:1.21), <lora:x:0.8>, BREAK, marker \\(medium\\)"
+def test_render_keeps_items_as_typed():
+    text = "1girl, (long hair:1.2), ((blue eyes)), [smile],  (red:1.1) dress , <lora:x:0.8>, BREAK, marker \\(medium\\)"
+    assert render_items(parse_prompt(text)) == (
+        "1girl, (long hair:1.2), ((blue eyes)), [smile], (red:1.1) dress, <lora:x:0.8>, BREAK, marker \\(medium\\)")
+
+
+def test_render_from_weights_when_an_item_cannot_be_given_back_as_typed():
+    # a group over several items, and brackets tipo read literally (the host would not)
+    assert render_items(parse_prompt("(a, ((b)):1.2)")) == "(a:1.2), (b:1.452)"
+    assert render_items(parse_prompt("marker (medium)", is_known=lambda t: t == "marker (medium)")) == (
+        "marker \\(medium\\)")
 
 
 def test_render_roundtrip_is_stable():

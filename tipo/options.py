@@ -302,7 +302,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("task", Kind.CHOICE, "auto", "force one trained task instead of the automatic one-pass plan", Dest.EXPAND,
            choices=("auto", *values(Task)), unset="auto"),
     Option("template", Kind.MULTILINE, "", f"a template with <|placeholders|>, or a preset: {_PRESETS} "
-           "(empty: follows output)", Dest.EXPAND, unset="", infotext="TIPO format"),
+           "(empty: the tags and/or the caption, whichever you gave or asked for)", Dest.EXPAND, unset="",
+           infotext="TIPO format"),
     # -- sampling -------------------------------------------------------------------------------
     Option("seed", Kind.INT, -1, "seed (-1: a fresh one, reported in the result)", Dest.SAMPLING,
            min=0, max=SEED_MAX, unset=-1),

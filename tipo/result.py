@@ -17,9 +17,9 @@ from .planner import Field, Plan
 from .request import CaptionKind, Request
 from .syntax import ItemKind, render_item, render_tag
 from .tags import Category, TagTable, default_table
-from .template import Preset, render_template, resolve_template
+from .template import Preset, first_tag_placeholder, render_template, resolve_template
 
-__all__ = ["Expansion", "Provenance", "finish"]
+__all__ = ["Expansion", "Provenance", "default_preset", "finish"]
 
 
 @dataclass(frozen=True)
@@ -171,42 +171,72 @@ def _render(plan: Plan, new_tags: dict[str, list[str]], extended: str, generated
     values["extended"] = extended
     values["generated"] = generated
     if template is None:
-        template = {"tags": Preset.TAGS, "caption": Preset.CAPTION}.get(plan.request.output.value, Preset.BOTH)
-    text = render_template(resolve_template(template), values)
-    tags_text = render_template(Preset.TAGS.text, values)
-    if leading:
-        text = f"{leading}, {text}" if text else leading
-        tags_text = f"{leading}, {tags_text}" if tags_text else leading
-    caption_text = render_template(Preset.CAPTION.text, values)
-    return text, tags_text, caption_text
+        template = default_preset(plan.request)
+
+    def render(text: str) -> str:
+        # The leading block (the user's items up to their last BREAK) opens the template's first tag
+        # placeholder; a caption-only template shows no tags.
+        first = first_tag_placeholder(text)
+        if not leading or first is None:
+            return render_template(text, values)
+        return render_template(text, {**values, first: ", ".join(v for v in (leading, values.get(first)) if v)})
+
+    return render(resolve_template(template)), render(Preset.TAGS.text), render_template(Preset.CAPTION.text, values)
 
 
 def _render_category_values(plan: Plan, new_tags: dict[str, list[str]]) -> tuple[dict[str, str], str]:
-    """Host-syntax strings per category: the user's tags (weights restored, BREAK and
-    extra-network tags re-attached after the tag they followed), then the new tags."""
+    """Host-syntax strings per category, and the block that leads the prompt.
+
+    The user's items come back as typed (:func:`tipo.syntax.render_item`). Everything up to and
+    including the user's last ``BREAK`` is the leading block, in the order typed, so no tag moves
+    from one ``BREAK`` chunk to another. After it, each category's value is the user's tags of that
+    category in their order (an extra-network tag stays after the tag it followed), then the new
+    tags; extra-network tags before the first such tag join the leading block.
+    """
     user = plan.user
     items = user.items
     surviving = {t.item_index for t in user.tags}
+    last_break = max((i for i, item in enumerate(items) if item.kind is ItemKind.BREAK), default=-1)
+    lead: list[str] = [render_item(item) for i, item in enumerate(items[: last_break + 1])
+                       if item.kind is not ItemKind.TAG or i in surviving]
     after: dict[int, list[str]] = {}
     anchor = -1
-    for index, item in enumerate(items):
+    for index in range(last_break + 1, len(items)):
+        item = items[index]
         if item.kind is ItemKind.TAG:
             if index in surviving:
                 anchor = index
+        elif anchor < 0:
+            lead.append(render_item(item))
         else:
             after.setdefault(anchor, []).append(render_item(item))
-    leading = ", ".join(after.get(-1, []))
     values: dict[str, str] = {}
     for name in JSON_ORDER:
         category = Category(name)
         parts = []
         for t in user.tags:
-            if t.category is category:
+            if t.category is category and t.item_index > last_break:
                 parts.append(render_item(items[t.item_index]))
                 parts.extend(after.get(t.item_index, []))
         parts.extend(render_tag(tag) for tag in new_tags.get(name, []))
         values[name] = ", ".join(p for p in parts if p)
-    return values, leading
+    return values, ", ".join(p for p in lead if p)
+
+
+def default_preset(request: Request) -> Preset:
+    """The template used when none is given: the tags when the user gave or asked for tags, the
+    caption when the user gave or asked for one (the user's words are never left out).
+
+    Example:
+        >>> [default_preset(Request(*a, output=o)).value for a, o in [(("1girl",), "caption"), ((), "caption"),
+        ...                                                           (("1girl",), "tags"), (("",), "both")]]
+        ['both', 'caption', 'tags', 'both']
+    """
+    tags = bool(request.tags.strip()) or request.output.value != "caption"
+    caption = bool(request.caption.strip()) or request.output.value != "tags"
+    if tags and caption:
+        return Preset.BOTH
+    return Preset.TAGS if tags else Preset.CAPTION
 
 
 def finish(
@@ -223,8 +253,8 @@ def finish(
     Args:
         plan: the planned pass (holds the request and the user's tags).
         parsed: the parsed prompt plus completion.
-        template: a template text, a :class:`Preset` or its name; None uses the preset that
-            matches the request's ``output`` (tags, caption, or both).
+        template: a template text, a :class:`Preset` or its name; None uses
+            :func:`default_preset` (what the user gave and asked for).
         known_only: drop new tags that are not in the tag table (listed in ``dropped``).
     """
     table = table or default_table()
@@ -262,12 +292,14 @@ def finish(
         long = user_caption
     else:
         long = parsed.long if Field.LONG in wrote else ""
-    if kind is None:
-        extended, generated = "", long
-    else:
-        extended, generated = (long or user_caption), ""
-    if kind is None and not long and short:
-        generated = short
+    # <|generated|>: the caption the model wrote; <|extended|>: the user's caption, kept whole and
+    # first, followed by the model's (tag-only input: the model's caption alone).
+    generated = ""
+    if Field.LONG in wrote:
+        generated = parsed.long
+    elif Field.SHORT in wrote:
+        generated = parsed.short
+    extended = "\n".join(part for part in (user_caption, generated) if part)
 
     text, tags_text, caption_text = _render(plan, new_tags, extended, generated, template)
     return Expansion(

@@ -33,13 +33,18 @@ class PromptItem:
     """One item of a host prompt.
 
     For a tag, ``runs`` holds ``(text, weight)`` pieces (one piece unless parts of the item
-    carry different weights) and ``text`` is their plain concatenation. For ``BREAK`` and
+    carry different weights) and ``text`` is their plain concatenation; ``source`` is the item as
+    the user typed it (outer spaces trimmed) when its brackets are escaped or close inside it, so
+    it can be put back unchanged; it is empty when a bracket group spans several items
+    (``(a, b:1.2)``) or a bracket is taken literally (``(long hair``, ``marker (medium)``), and
+    such items render from their weights with literal brackets escaped. For ``BREAK`` and
     extra-network tags, ``text`` is the literal source text.
     """
 
     kind: ItemKind
     text: str
     runs: tuple[tuple[str, float], ...] = ()
+    source: str = ""
 
     @property
     def weight(self) -> float:
@@ -108,9 +113,11 @@ def render_tag(text: str, weight: float = 1.0) -> str:
 
 
 def render_item(item: PromptItem) -> str:
-    """Render one item back to host syntax."""
+    """Render one item back to host syntax: as typed when it can be, else from its weights."""
     if item.kind is not ItemKind.TAG:
         return item.text
+    if item.source:
+        return item.source
     return "".join(render_tag(t, w) if t.strip() else t for t, w in item.runs).strip()
 
 
@@ -118,8 +125,8 @@ def render_items(items: list[PromptItem] | tuple[PromptItem, ...]) -> str:
     """Join items back into a host prompt, comma-separated.
 
     Example:
-        >>> render_items(parse_prompt("1girl, (long hair:1.2), BREAK, [smile]"))
-        '1girl, (long hair:1.2), BREAK, (smile:0.9091)'
+        >>> render_items(parse_prompt("1girl, (long hair:1.2), BREAK, [smile], (a, b:1.2)"))
+        '1girl, (long hair:1.2), BREAK, [smile], (a:1.2), (b:1.2)'
     """
     return ", ".join(r for r in (render_item(i) for i in items) if r)
 
@@ -264,8 +271,26 @@ def parse_prompt(text: str, is_known: Callable[[str], bool] | None = None) -> tu
     # (appending to a str held in a list copies it every time: quadratic on one long tag).
     runs: list[tuple[list[str], float]] = []
     weight_stack: list[float] = [1.0]
+    chunk_start = 0  # where the current item's text begins (after the last separator)
 
-    def flush() -> None:
+    def source_of(end: int) -> str:
+        # The item as typed, when every bracket in it is escaped or pairs inside it: not when a
+        # group spans several items, nor when a bracket was read literally (the host would not).
+        pos = chunk_start
+        while pos < end:
+            ch = text[pos]
+            if ch == "\\" and pos + 1 < end and text[pos + 1] in _ESCAPABLE:
+                pos += 2
+                continue
+            if ch in "()[]":
+                other = pairs.get(pos, closers.get(pos))
+                if other is None or not chunk_start <= other < end:
+                    return ""
+            pos += 1
+        return text[chunk_start:end].strip()
+
+    def flush(end: int) -> None:
+        nonlocal chunk_start
         pieces = [("".join(chars), w) for chars, w in runs]
         if any(not t.isspace() for t, _ in pieces if t):
             # Whitespace-only pieces join their neighbours (as lists of strings, joined once).
@@ -294,8 +319,9 @@ def parse_prompt(text: str, is_known: Callable[[str], bool] | None = None) -> tu
                 if t:
                     cleaned.append((t, w))
             plain = "".join(t for t, _ in cleaned)
-            items.append(PromptItem(ItemKind.TAG, plain, tuple(cleaned)))
+            items.append(PromptItem(ItemKind.TAG, plain, tuple(cleaned), source_of(end)))
         runs.clear()
+        chunk_start = end
 
     def add_char(ch: str) -> None:
         w = weight_stack[-1]
@@ -327,20 +353,20 @@ def parse_prompt(text: str, is_known: Callable[[str], bool] | None = None) -> tu
         if ch == "<":
             m = _EXTRA.match(text, i)
             if m:
-                flush()
+                flush(i)
                 items.append(PromptItem(ItemKind.EXTRA, m.group(0)))
-                i = m.end()
+                i = chunk_start = m.end()
                 continue
         if ch == "B" and _BREAK.match(text, i) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            flush()
+            flush(i)
             items.append(PromptItem(ItemKind.BREAK, "BREAK"))
-            i += 5
+            i = chunk_start = i + 5
             continue
         if ch in ",\n":
-            flush()
-            i += 1
+            flush(i)
+            i = chunk_start = i + 1
             continue
         add_char(ch)
         i += 1
-    flush()
+    flush(n)
     return tuple(items)

@@ -1,10 +1,12 @@
 """Rendering an expansion through a template with placeholders (docs/FORMAT.md section 6).
 
 Placeholders: ``<|special|>``, ``<|characters|>``, ``<|copyrights|>``, ``<|artist|>``,
-``<|general|>``, ``<|quality|>``, ``<|meta|>``, ``<|rating|>``, ``<|extended|>`` (the
-user's caption extended, or the user's caption) and ``<|generated|>`` (a caption written
-from the tags). Empty placeholders vanish with their trailing comma; the result has no
-doubled spaces, no empty comma slots and at most one blank line in a row.
+``<|general|>``, ``<|quality|>``, ``<|meta|>``, ``<|rating|>``, ``<|extended|>`` (the caption:
+the user's caption, whole and first, followed by the caption the model wrote; for tag-only
+input the model's caption) and ``<|generated|>`` (the model's caption alone; a template with
+both placeholders shows the model's sentences twice). Empty placeholders vanish with their
+trailing comma; the result has no doubled spaces, no empty comma slots and at most one blank
+line in a row.
 
 Example:
     >>> render_template("<|special|>, <|general|>, <|quality|>", {"special": "1girl", "general": ""})
@@ -18,15 +20,16 @@ import re
 
 from .errors import RequestError
 
-__all__ = ["PLACEHOLDERS", "Preset", "render_template", "resolve_template", "validate_template"]
+__all__ = ["PLACEHOLDERS", "Preset", "first_tag_placeholder", "render_template", "resolve_template", "validate_template"]
 
 PLACEHOLDERS = (
     "special", "characters", "copyrights", "artist", "general",
     "quality", "meta", "rating", "extended", "generated",
 )
+CAPTION_PLACEHOLDERS = ("extended", "generated")
 
 _TAGS = "<|special|>, <|characters|>, <|copyrights|>, <|artist|>, <|general|>, <|quality|>, <|meta|>, <|rating|>"
-_CAPTION = "<|extended|>\n\n<|generated|>"
+_CAPTION = "<|extended|>"
 
 
 class Preset(str, enum.Enum):
@@ -60,6 +63,16 @@ def validate_template(template: str) -> str:
             valid = ", ".join(f"<|{p}|>" for p in PLACEHOLDERS)
             raise RequestError(f"template placeholder <|{name}|> is unknown; use one of {valid}")
     return template
+
+
+def first_tag_placeholder(template: str) -> str | None:
+    """The first placeholder of a template that shows tags (not one of the two captions), or None.
+
+    Example:
+        >>> first_tag_placeholder("<|extended|>"), first_tag_placeholder("<|extended|>. <|general|>, <|meta|>")
+        (None, 'general')
+    """
+    return next((name for name in _PLACEHOLDER.findall(template) if name not in CAPTION_PLACEHOLDERS), None)
 
 
 def resolve_template(template: str | Preset | None) -> str:

@@ -83,7 +83,7 @@ def node_classes(host: Host) -> dict[str, type]:
         """Run one trained TIPO task; render it with TIPO Format."""
 
         DESCRIPTION = ("Run one trained TIPO task (tag_to_long, short_to_tag, ...). The prompt output uses the "
-                       "template that follows 'output'; connect 'result' to TIPO Format for another.")
+                       "default template; connect 'result' to TIPO Format for another.")
         INPUT_NAMES = OPERATION_INPUTS
         FORCED_TASK = True
 
