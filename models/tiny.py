@@ -219,6 +219,7 @@ def build_tiny(
     hparams: LlamaHParams = TINY_HPARAMS,
     weight_std: float = 0.25,
     legacy: bool = False,
+    sp_model: bytes | None = None,
 ) -> TinyModel:
     """Build a tiny seeded TIPO-like LLaMA as a HF folder and F32/F16 GGUF files.
 
@@ -230,6 +231,9 @@ def build_tiny(
         weight_std: standard deviation of the weight matrices. Larger than a trained model's so that
             logits spread over several units and greedy decoding rarely meets near-ties.
         legacy: transformers' ``legacy`` tokenizer flag (see :mod:`models.tokenizer`).
+        sp_model: a SentencePiece model to use instead of training one on :func:`sample_lines`
+            (e.g. :func:`models.llama_vocab.llama_sentencepiece_model`, the real LLaMA pieces, with
+            ``hparams.vocab_size`` 32,013).
 
     Returns:
         The paths, as a :class:`TinyModel`.
@@ -248,7 +252,8 @@ def build_tiny(
     hf_dir = root / "hf"
     hf_dir.mkdir(parents=True, exist_ok=True)
 
-    sp_model = train_sentencepiece(sample_lines(), base_vocab)
+    if sp_model is None:
+        sp_model = train_sentencepiece(sample_lines(), base_vocab)
     save_hf_tokenizer(sp_model, hf_dir, legacy=legacy)
 
     config = _hf_config(hparams)
@@ -285,16 +290,24 @@ def build_tiny(
 
 
 def random_vocab(vocab_size: int, *, trained_pieces: int = 1000) -> GGUFVocab:
-    """A ``vocab_size``-token TIPO-style vocabulary: a small trained BPE model padded with unused pieces.
+    """A ``vocab_size``-token TIPO vocabulary.
 
-    The first pieces are a real SentencePiece BPE model trained on :func:`sample_lines` (so llama.cpp
-    tokenises text normally), the filler pieces never match text, and the 13 added tokens come last.
+    For the published size (32,000 + 13) it is the real LLaMA vocabulary plus the 13 TIPO added
+    tokens (:func:`models.llama_vocab.llama_vocab`) when llama.cpp's vocab file is found
+    (``shared/data/tokenizers/llama-spm/``, or ``$TIPO_LLAMA_VOCAB``). Otherwise, a stand-in: a
+    small SentencePiece BPE model trained on :func:`sample_lines` (so llama.cpp tokenises text
+    normally), padded with filler pieces that never match text, then the 13 added tokens.
 
     Example::
 
         random_vocab(32013).tokens[32000]  # '<|empty|>'
     """
+    from models.llama_vocab import LLAMA_PIECES, find_llama_vocab, llama_vocab
+
     base = vocab_size - len(ADDED_TOKENS)
+    real = find_llama_vocab() if base == LLAMA_PIECES else None
+    if real is not None:
+        return llama_vocab(real)
     trained = min(trained_pieces, base)
     sp_model = train_sentencepiece(sample_lines(2000), trained)
     return vocab_from_sentencepiece(sp_model, [(token, True) for token in ADDED_TOKENS], pad_to=base)
