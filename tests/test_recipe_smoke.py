@@ -53,10 +53,12 @@ def test_recipe_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert all("1girl, forest" in e["prompt"] for e in exported["tipo"])
 
     capsys.readouterr()
-    assert evaluate.main(["--run", str(run), "--items", "3", "--examples", "1"]) == 0
+    assert evaluate.main(["--run", str(run), "--items", "3", "--examples", "1", "--relevance-items", "4"]) == 0
     out = capsys.readouterr().out
     assert "requested fields parse" in out and "known tags" in out and "unigram baseline" in out
+    assert "co-occurrence P / R / F1" in out and "Caption word validity" in out
     report = json.loads((run / "eval.json").read_text())
     assert report["summary"]["items"] == 3
+    assert report["relevance"]["items"] == 4 and set(report["relevance"]["all"]) == {"model", "unigram", "cooccurrence"}
     assert report["summary"]["user_tags_kept"] == 1.0
     assert report["summary"]["duplicate_tags_final"] == 0

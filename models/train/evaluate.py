@@ -11,11 +11,18 @@ Figures:
 - duplicate tags: repeated tags in the model's raw tag line, and in the final result;
 - user tags kept: the user's tags all present in the result;
 - length-class hit rate per class: final tag count within the class's range (``Length.tag_range``);
-- held-out loss (nats/token, transformers on ``<run>/hf``) next to a unigram model fitted on train.
+- held-out loss (nats/token, transformers on ``<run>/hf``) next to a unigram model fitted on train;
+- relevance (:mod:`models.train.relevance`): given a few true tags or a short caption of a held-out
+  record, precision and recall of the remaining true tags and caption content words, next to a
+  unigram and a tag co-occurrence baseline fitted on the training split; caption word validity.
 
 CPU-sized run (a few minutes)::
 
     python -m models.train.evaluate --run runs/builtin
+
+Relevance alone (a minute or two)::
+
+    python -m models.train.evaluate --run runs/builtin --relevance-only
 
 Writes ``<run>/eval.json`` and ``<run>/eval.md`` (a Markdown table to paste); with ``--no-known-tags``
 (the model's own spelling, without tipo's known-tags-only rule) ``eval-free-tags.*``.
@@ -149,7 +156,7 @@ def _line_ok(line: list[str], raw: str) -> bool:
 
 
 def evaluate_items(gguf: Path, items: Sequence[EvalItem], seed: int, table=None,  # noqa: ANN001
-                   known_tags_only: bool = True) -> tuple[list[dict], dict]:
+                   known_tags_only: bool = True, threads: int | None = None) -> tuple[list[dict], dict]:
     """Run every item through ``tipo.Expander`` (llama.cpp) and score it."""
     from tipo import Expander, Request, Sampling
     from tipo.parse import parse_completion
@@ -159,7 +166,7 @@ def evaluate_items(gguf: Path, items: Sequence[EvalItem], seed: int, table=None,
     table = table or default_table()
     results = []
     gen_tokens, gen_seconds = 0, 0.0
-    with Expander(str(gguf), backend="llama", table=table, known_tags_only=known_tags_only) as ex:
+    with Expander(str(gguf), backend="llama", table=table, known_tags_only=known_tags_only, n_threads=threads) as ex:
         for n, item in enumerate(items):
             req = Request(item.tags, caption=item.caption, caption_kind=item.kind.caption or None,
                           length=item.length, output=item.kind.output, width=item.width, height=item.height)
@@ -204,6 +211,38 @@ def evaluate_items(gguf: Path, items: Sequence[EvalItem], seed: int, table=None,
                 "long_paragraphs": len([p for p in res.long.split("\n") if p.strip()]) if res.long else 0,
             })
     return results, {"generated_tokens": gen_tokens, "seconds": round(gen_seconds, 2)}
+
+
+def evaluate_relevance(gguf: Path, run: Path, count: int, seed: int, known_tags_only: bool = True,
+                       table=None, threads: int | None = None) -> dict[str, object]:  # noqa: ANN001
+    """The relevance report (:func:`models.train.relevance.score_relevance`) of a GGUF on the run's
+    held-out records, baselines fitted on its train records."""
+    from tipo import Expander, Request, Sampling
+    from tipo.tags import default_table
+
+    from .relevance import Baselines, build_relevance_items, score_relevance
+
+    table = table or default_table()
+    train = _records(run / "corpus" / "train.jsonl")
+    held = _records(run / "corpus" / "heldout.jsonl")
+    baselines = Baselines.fit(train)
+    items = build_relevance_items(held, count, seed)
+    outputs = []
+    with Expander(str(gguf), backend="llama", table=table, known_tags_only=known_tags_only, n_threads=threads) as ex:
+        for n, item in enumerate(items):
+            req = Request(", ".join(item.tags), caption=item.caption, caption_kind="short" if item.caption else None,
+                          length=item.length, output="both", width=item.width, height=item.height)
+            res = ex.expand(req, Sampling(seed=seed + n))
+            new = [t for c in ("special", "general") for t in res.new_tags[c]]
+            outputs.append({"new_tags": new, "caption": res.long, "given": list(item.given_tags),
+                            "caption_in": item.caption, "truth_tags": list(item.truth_tags)})
+    report = score_relevance(items, outputs, baselines, canonical=table.canonical)
+    report["examples"] = outputs[:12]
+    return report
+
+
+def _records(path: Path) -> list[Record]:
+    return [Record.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def summarize(results: Sequence[dict]) -> dict[str, object]:
@@ -282,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode with tipo's known-tags-only rule, as the built-in model runs (default: on; "
                         "--no-known-tags shows the model's own spelling)")
     p.add_argument("--no-loss", action="store_true", help="skip the held-out loss (needs torch + transformers)")
+    p.add_argument("--relevance-items", type=int, default=200,
+                   help="held-out items of the relevance evaluation (default: 200; 0 skips it)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="llama.cpp threads (default: 1, steady on a shared machine; 0: llama.cpp's default)")
+    p.add_argument("--relevance-only", action="store_true",
+                   help="only the relevance evaluation (writes <out>-relevance.json / .md)")
     p.add_argument("--out", type=Path, help="report name prefix (default: <run>/eval, or <run>/eval-free-tags "
                                              "with --no-known-tags)")
     return p
@@ -294,10 +339,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not gguf.is_file():
         raise SystemExit(f"{gguf} does not exist; run models.train.export --run {run} first")
     t0 = time.perf_counter()
-    held = [Record.from_dict(json.loads(line))
-            for line in (run / "corpus" / "heldout.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
+    relevance = None
+    if args.relevance_items > 0:
+        from .relevance import relevance_markdown
+
+        relevance = evaluate_relevance(gguf, run, args.relevance_items, args.seed, args.known_tags,
+                                       threads=args.threads or None)
+        rel_md = relevance_markdown(relevance)
+        if args.relevance_only:
+            rel_stem = stem.with_name(stem.name + "-relevance")
+            rel_stem.with_name(rel_stem.name + ".json").write_text(
+                json.dumps(relevance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            rel_stem.with_name(rel_stem.name + ".md").write_text(rel_md, encoding="utf-8")
+            print(rel_md)
+            print(f"wrote {rel_stem}.json and .md in {time.perf_counter() - t0:.0f}s")
+            return 0
+    elif args.relevance_only:
+        raise SystemExit("--relevance-only needs --relevance-items above 0")
+    held = _records(run / "corpus" / "heldout.jsonl")
     items = build_items(held, args.items, args.seed)
-    results, speed = evaluate_items(gguf, items, args.seed, known_tags_only=args.known_tags)
+    results, speed = evaluate_items(gguf, items, args.seed, known_tags_only=args.known_tags,
+                                    threads=args.threads or None)
     summary = summarize(results)
 
     loss = None
@@ -321,9 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_line = (f"`{gguf.name}` ({gguf.stat().st_size / 2**20:.1f} MiB, known-tags-only decoding "
                   f"{'on' if args.known_tags else 'off'})")
     table = markdown(summary, loss, speed, model_line)
+    if relevance is not None:
+        table += "\n" + relevance_markdown(relevance)
     report = {"gguf": str(gguf), "seed": args.seed, "known_tags_only": args.known_tags, "summary": summary,
-              "loss": loss, "speed": speed, "seconds": round(time.perf_counter() - t0, 1), "items": results}
-    stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
+              "loss": loss, "speed": speed, "relevance": relevance, "seconds": round(time.perf_counter() - t0, 1),
+              "items": results}
     json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
     json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path.write_text(table, encoding="utf-8")

@@ -1,0 +1,44 @@
+"""The relevance evaluation of the training recipe: items, baselines and scores (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sklearn", reason="the relevance evaluation needs scikit-learn: pip install 'tipo-prompt[train]'")
+
+from models.train.corpus import Record  # noqa: E402
+from models.train.relevance import Baselines, build_relevance_items, content_words, score_relevance  # noqa: E402
+
+TRAIN = [
+    Record("a", "coco", ["cat", "window", "curtain", "plant"], captions=["A cat sits by a window.", "A cat and a plant."]),
+    Record("b", "coco", ["cat", "window", "sofa", "pillow"], captions=["A cat on a sofa by the window."] * 2),
+    Record("c", "coco", ["dog", "grass", "ball", "tree"], captions=["A dog chases a ball on the grass."] * 2),
+    Record("d", "coco", ["dog", "grass", "frisbee", "tree"], captions=["A dog with a frisbee near a tree."] * 2),
+]
+HELD = [Record("h", "coco", ["cat", "window", "curtain", "sofa", "plant"],
+               captions=["A cat looks out of the window.", "A cat near a curtain and a plant."])]
+
+
+def test_cooccurrence_baseline_follows_the_given_tags():
+    base = Baselines.fit(TRAIN)
+    assert base.tags(["cat"], 2, "cooccurrence") == ["window", "curtain"]
+    assert set(base.tags(["dog"], 2, "cooccurrence")) == {"grass", "tree"}
+    assert base.tags(["dog"], 3, "unigram")[:2] == ["cat", "grass"]  # the most frequent, ties by name
+    assert base.words(["dog"], ["dog"], 2, "cooccurrence")[0] in {"ball", "grass", "frisbee", "tree", "chases"}
+
+
+def test_scores_reward_the_true_tags_and_words_at_an_equal_budget():
+    base = Baselines.fit(TRAIN)
+    items = build_relevance_items(HELD * 4, 4, seed=0)
+    assert {i.kind for i in items} == {"tags", "caption"}
+    perfect = [{"new_tags": list(i.truth_tags), "caption": " ".join(i.truth_words)} for i in items]
+    junk = [{"new_tags": ["dog", "frisbee"], "caption": "A dog with a frisbee."} for _ in items]
+    good, bad = score_relevance(items, perfect, base), score_relevance(items, junk, base)
+    assert good["all"]["model"]["tags"]["precision"] == 1.0 and good["all"]["model"]["tags"]["recall"] == 1.0
+    assert bad["all"]["model"]["tags"]["precision"] == 0.0
+    # the baselines write as many tags as the model did
+    for report, outputs in ((good, perfect), (bad, junk)):
+        written = sum(len(set(o["new_tags"]) - set(i.given_tags)) for i, o in zip(items, outputs, strict=True))
+        assert report["all"]["cooccurrence"]["tags"]["written"] == written
+    assert good["caption_word_validity"] > 0.5 and bad["caption_word_validity"] > 0.5
+    assert content_words("The the cat, a CAT!") == ["cat"]
