@@ -52,14 +52,15 @@ def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: 
     cparams = lc.llama_context_default_params()
     cparams.n_seq_max = batch
     cparams.n_ctx = batch * (-(-need // 256) * 256)
-    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.n_batch = max(512, sum(len(p) for p in prompts) + batch)  # one llama_decode takes any step
+    cparams.n_ubatch = 512
     cparams.n_threads = cparams.n_threads_batch = threads
     cparams.flash_attn_type = 0
     cparams.kv_unified = False
     ctx = lc.llama_init_from_model(model, cparams)
     n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
     mem = lc.llama_get_memory(ctx)
-    b = lc.llama_batch_init(512, 0, 1)
+    b = lc.llama_batch_init(cparams.n_batch, 0, 1)
     waiting = list(range(len(prompts)))
     slots: dict[int, list[int]] = {}  # slot -> [request, pos, written, next token]
     free = list(range(batch))
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-requests", type=int, default=8, help="of those, expanded one at a time (default: 8)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", action="append", default=[], metavar="GGUF",
+                   help="benchmark these .gguf files instead of the random TIPO-500M ones (repeatable)")
     p.add_argument("--hf", action="store_true", help="also transformers fp32 and bf16")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "tipo-bench"), help="where models are built")
     args = p.parse_args(argv)
@@ -174,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | batch | expand_batch tok/s | seq tok/s | vs seq | raw llama.cpp batched tok/s | vs raw "
           "| same results as seq |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    for fmt in args.formats.split(","):
+    for given in args.model:
+        bench_model(Path(given).name, given, "llama", sizes, args.requests, args.seq_requests, args.max_new_tokens,
+                    args.threads, raw=True)
+    for fmt in [] if args.model else args.formats.split(","):
         path = cache / f"tipo-500m-random-{fmt}.gguf"
         if not path.exists():
             build_random("TIPO-500M", str(path), fmt)
