@@ -612,7 +612,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if args.models:
         models = [(Path(p).name, Path(p), False) for p in args.models]
     else:
-        files = {"F16": args.f16, "Q8_0": args.q8}
+        files = {"F16": args.f16, "BF16": args.bf16, "Q8_0": args.q8}
         ensure_random_files(files)
         models = [(f"TIPO-500M random {k}", v, False) for k, v in files.items()]
     if not args.skip_builtin:
@@ -770,6 +770,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m eval.bench_lm", description=__doc__.split("\n\n")[0])
     p.add_argument("--f16", type=Path, default=RANDOM_FILES["F16"],
                    help="random TIPO-500M-shape F16 GGUF, written there when missing (default: %(default)s)")
+    p.add_argument("--bf16", type=Path, default=RANDOM_FILES["BF16"],
+                   help="random TIPO-500M-shape BF16 GGUF, written there when missing (default: %(default)s)")
     p.add_argument("--q8", type=Path, default=RANDOM_FILES["Q8_0"],
                    help="random TIPO-500M-shape Q8_0 GGUF, written there when missing (default: %(default)s)")
     p.add_argument("--models", nargs="+", default=None, metavar="GGUF",
