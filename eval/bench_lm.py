@@ -340,7 +340,7 @@ class Replay:
         return next(self.current)
 
 
-def bench_overhead(ex, args) -> dict[str, object]:  # noqa: ANN001
+def bench_overhead(ex, args, natural: bool) -> dict[str, object]:  # noqa: ANN001
     """tipo's own CPU time per token, without the model: each step's logits are recorded once, then the
     same expansions are replayed from the recording (the same tokens come out; checked), so what is
     timed is the decode rules, the sampler, the loop and the per-request planning and parsing."""
@@ -360,7 +360,8 @@ def bench_overhead(ex, args) -> dict[str, object]:  # noqa: ANN001
         recorded[-1].append(out.copy())
         return out
 
-    jobs = [(c.tipo_request(), Sampling(seed=200 + i)) for i, c in enumerate(OVERHEAD_CASES * 2)]
+    cap = {} if natural else {"max_new_tokens": args.decode_tokens}  # a random model never stops
+    jobs = [(c.tipo_request(), Sampling(seed=200 + i, **cap)) for i, c in enumerate(OVERHEAD_CASES * 2)]
     backend.start, backend.step = rec_start, rec_step  # type: ignore[method-assign]
     try:
         want = [ex.expand(r, smp).completion for r, smp in jobs]
@@ -637,7 +638,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         try:
             if not args.skip_decode:
                 row = bench_decode(label, ex, args)
-                row.update(bench_overhead(ex, args))
+                row.update(bench_overhead(ex, args, natural))
                 report["decode"].append(row)  # type: ignore[union-attr]
             if kgen_ok:
                 load_kgen(path, threads)
