@@ -64,7 +64,7 @@ __all__ = [
     "tags_of",
 ]
 
-METHOD_NAMES = ("none", "tipo", "kgen", "cmd:<command>")
+METHOD_NAMES = ("none", "tipo", "tipo@<rating>", "kgen", "cmd:<command>")
 TAG_ORDER = ("special", "characters", "copyrights", "artist", "general", "quality", "meta", "rating")
 
 
@@ -90,14 +90,18 @@ class MethodOutput:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed ``--methods`` entry: ``none``, ``tipo``, ``kgen`` or ``cmd`` with its command."""
+    """A parsed ``--methods`` entry: ``none``, ``tipo``, ``kgen`` or ``cmd`` with its command;
+    ``tipo@<rating>`` is tipo with every request's content rating set (``tipo@unrestricted``)."""
 
     kind: str
     command: str = ""
+    rating: str = ""
 
     @property
     def name(self) -> str:
-        return f"cmd:{self.command}" if self.kind == "cmd" else self.kind
+        if self.kind == "cmd":
+            return f"cmd:{self.command}"
+        return f"{self.kind}@{self.rating}" if self.rating else self.kind
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,14 @@ def parse_methods(values: Sequence[str]) -> tuple[MethodSpec, ...]:
                 break
             if name in ("none", "tipo", "kgen"):
                 specs.append(MethodSpec(name))
+            elif name.startswith("tipo@"):
+                from tipo.rating import Rating
+
+                rating = name.split("@", 1)[1]
+                if rating not in {r.value for r in Rating}:
+                    raise EvalError(f"method {name!r}: {rating!r} is not a content rating; use tipo@ one of "
+                                    f"{', '.join(r.value for r in Rating)}")
+                specs.append(MethodSpec("tipo", rating=rating))
             elif name:
                 raise EvalError(f"unknown method {name!r}; use {', '.join(METHOD_NAMES)} (comma-separated)")
             rest = tail
@@ -203,7 +215,7 @@ def open_method(spec: MethodSpec, settings: MethodSettings) -> Method:
     if spec.kind == "none":
         return NoneMethod()
     if spec.kind == "tipo":
-        return TipoMethod(settings)
+        return TipoMethod(settings, spec.rating or None)
     if spec.kind == "kgen":
         return KgenMethod(settings)
     return CommandMethod(spec.command, settings.cmd_timeout)
@@ -216,7 +228,7 @@ def describe_method(spec: MethodSpec, settings: MethodSettings) -> dict[str, Any
         sampling.pop("seed", None)
     if spec.kind == "tipo":
         return {"model": _model_identity(settings.model), "backend": settings.backend, "sampling": sampling,
-                "template": settings.template, "task": settings.task}
+                "template": settings.template, "task": settings.task, "rating": spec.rating or None}
     if spec.kind == "kgen":
         return {"model": _model_identity(settings.kgen_model or settings.model), "sampling": sampling,
                 "max_retry": settings.kgen_max_retry, "kgen_version": _version("tipo-kgen")}
@@ -311,15 +323,19 @@ class TipoMethod:
 
     name = "tipo"
 
-    def __init__(self, settings: MethodSettings) -> None:
+    def __init__(self, settings: MethodSettings, rating: str | None = None) -> None:
         from tipo.expander import Expander
         from tipo.request import Sampling
 
         self.settings = settings
+        self.rating = rating
+        if rating:
+            self.name = f"tipo@{rating}"
         self.sampling = settings.sampling or Sampling()
         self.expander = Expander(settings.model or None, backend=settings.backend, n_threads=settings.threads)
 
     def expand(self, request: Request, text: str, seed: int) -> MethodOutput:
+        request = self._rated(request)
         result = self.expander.expand(request, self.sampling.with_seed(seed), template=self.settings.template,
                                       task=self.settings.task)
         return self._output(result)
@@ -329,7 +345,8 @@ class TipoMethod:
         ``(position in jobs, output or failure)``; each output equals :meth:`expand`'s."""
         from tipo.errors import TipoError
 
-        results = self.expander.iter_expand_batch([r for r, _, _ in jobs], [self.sampling.with_seed(s) for _, _, s in jobs],
+        results = self.expander.iter_expand_batch([self._rated(r) for r, _, _ in jobs],
+                                                  [self.sampling.with_seed(s) for _, _, s in jobs],
                                                   template=self.settings.template, task=self.settings.task,
                                                   batch_size=self.settings.batch_size)
         for position, result in results:
@@ -337,6 +354,12 @@ class TipoMethod:
                 yield position, MethodFailure(f"tipo: {result}")
             else:
                 yield position, self._output(result)
+
+    def _rated(self, request: Request) -> Request:
+        """The request with this method's content rating (``tipo@<rating>``), if it has one."""
+        from dataclasses import replace
+
+        return replace(request, rating=self.rating) if self.rating else request
 
     def _output(self, result: Any) -> MethodOutput:
         from tipo.parse import JSON_ORDER
@@ -351,6 +374,7 @@ class TipoMethod:
             "stop_reason": prov.stop_reason if prov else None,
             "seconds": prov.seconds.get("total") if prov else None,
             "completion": result.completion,
+            "safety": result.safety.to_dict(),
         }
         return MethodOutput(prompt=result.prompt, tags=tags, caption=result.caption_text.strip(), detail=detail)
 

@@ -220,6 +220,7 @@ def build_tiny(
     weight_std: float = 0.25,
     legacy: bool = False,
     sp_model: bytes | None = None,
+    extra_lines: Sequence[str] = (),
 ) -> TinyModel:
     """Build a tiny seeded TIPO-like LLaMA as a HF folder and F32/F16 GGUF files.
 
@@ -234,6 +235,7 @@ def build_tiny(
         sp_model: a SentencePiece model to use instead of training one on :func:`sample_lines`
             (e.g. :func:`models.llama_vocab.llama_sentencepiece_model`, the real LLaMA pieces, with
             ``hparams.vocab_size`` 32,013).
+        extra_lines: more tokenizer training text (so that its words become pieces).
 
     Returns:
         The paths, as a :class:`TinyModel`.
@@ -253,7 +255,7 @@ def build_tiny(
     hf_dir.mkdir(parents=True, exist_ok=True)
 
     if sp_model is None:
-        sp_model = train_sentencepiece(sample_lines(), base_vocab)
+        sp_model = train_sentencepiece(sample_lines() + list(extra_lines), base_vocab)
     save_hf_tokenizer(sp_model, hf_dir, legacy=legacy)
 
     config = _hf_config(hparams)

@@ -9,7 +9,6 @@ import pytest
 
 from tipo.decoding import (
     AlreadyWritten,
-    Bans,
     ClassCap,
     ClassMinimum,
     ControlBytes,
@@ -18,6 +17,7 @@ from tipo.decoding import (
     DecodeState,
     FieldKey,
     FirstTokenEndsUserTag,
+    ForbiddenTags,
     KnownTagsOnly,
     NoEosWhileCaptionOwed,
     Rule,
@@ -132,14 +132,14 @@ def test_a_tag_already_written_cannot_be_completed_again(vocab):
 
 def test_ban_masks_the_token_that_would_complete_a_banned_tag(vocab):
     req = Request("1girl", output="tags", length="very_short", ban=("hat",))
-    assert set(np.flatnonzero(only(Bans, req, vocab, ", hat"))) == set(ids(vocab, ",", "\n")) | {EOS}
-    assert not only(Bans, req, vocab, ", chat").any()
-    assert not only(Bans, Request("1girl", output="tags"), vocab, ", hat").any()  # no bans
+    assert set(np.flatnonzero(only(ForbiddenTags, req, vocab, ", hat"))) == set(ids(vocab, ",", "\n")) | {EOS}
+    assert not only(ForbiddenTags, req, vocab, ", chat").any()
+    assert not only(ForbiddenTags, Request("1girl", output="tags"), vocab, ", hat").any()  # no bans
 
 
 def test_tag_line_rules_leave_captions_alone(vocab):
     req = Request("1girl, hat", output="both", length="short", ban=("cat",))
-    for rule in (FirstTokenEndsUserTag, ClassMinimum, ClassCap, NoEosWhileCaptionOwed, AlreadyWritten, Bans):
+    for rule in (FirstTokenEndsUserTag, ClassMinimum, ClassCap, NoEosWhileCaptionOwed, AlreadyWritten, ForbiddenTags):
         assert not only(rule, req, vocab, ", smile\nlong: A cat").any(), rule
 
 

@@ -35,7 +35,9 @@ def test_builder_parser_and_finish_never_raise_or_lose_user_tags(tags, output, c
     request = Request(tags, output=output)
     p = plan(request)
     result = finish(p, parse_text(p.prompt + completion), completion=completion)
-    user = read_user_tags(tags)
+    # The user's tags as screened (tipo.safety: look-alikes folded, invisible characters removed);
+    # the screening itself is tested in test_safety.py and reported in result.safety.
+    user = read_user_tags(p.request.tags)
     got = {canonical(t) for values in result.tags.values() for t in values}
     for t in user.tags:
         assert t.key in got
@@ -56,5 +58,5 @@ def test_plain_tag_lists_roundtrip_through_the_prompt(tags):
     p = plan(Request(", ".join(tags), output="tags"))
     parsed = parse_text(p.prompt)
     keys = {canonical(t) for v in parsed.tags.values() for t in v}
-    for t in read_user_tags(", ".join(tags)).tags:
+    for t in read_user_tags(p.request.tags).tags:
         assert t.key in keys

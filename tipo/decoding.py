@@ -15,9 +15,14 @@ job (as llama.cpp's samplers or transformers' logits processors); they read one
   length class minimum, tokens that would end it (newline, EOS) are masked; once it holds the
   cap, tokens that would start another tag (a comma) are masked.
 * :class:`NoEosWhileCaptionOwed`: the text cannot end on the tag line while a caption is owed.
-* :class:`AlreadyWritten` / :class:`Bans`: a token that would complete a tag already written (the
-  user's or the model's) or a banned tag is masked, in the ``tag:`` line and every meta line.
-* :class:`KnownTagsOnly` (optional): tag lines stay on the way to tags of the tag table.
+* :class:`AlreadyWritten` / :class:`ForbiddenTags`: a token that would complete a tag already
+  written (the user's or the model's), a banned tag or a tag above the content rating
+  (:class:`~tipo.rating.Forbidden`) is masked, in the ``tag:`` line and every meta line.
+* :class:`ForbiddenWords`: in a caption the model writes, a token that would complete a banned
+  word or a word above the content rating (the token after the word: a space, punctuation, a
+  newline, EOS) is masked.
+* :class:`KnownTagsOnly` (optional): tag lines stay on the way to known tags (the tags the model
+  was trained on when its list is known, else the tag table), none of them forbidden.
 * :class:`StopCondition`: generation stops once the requested fields are written (at the end of
   the tag line when tags are the last field, at EOS after a caption, or when the model starts a
   key that was already written).
@@ -30,23 +35,25 @@ evaluates several sequences per backend call can reuse it; :func:`decode` is the
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import re
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 import numpy as np
 
-from .bans import BanList
+from .bans import BanList, words
 from .parse import KEYS
 from .planner import META_KEYS, Plan
+from .rating import Forbidden
 from .sampling import Sampler
 from .tags import TagTable, default_table, normalize
 from .vocab import TagPieces, TokenText, is_simple_text, piece_bytes
 
 __all__ = [
     "AlreadyWritten",
-    "Bans",
     "ClassCap",
     "ClassMinimum",
     "ControlBytes",
@@ -56,6 +63,8 @@ __all__ = [
     "DecodeState",
     "FieldKey",
     "FirstTokenEndsUserTag",
+    "ForbiddenTags",
+    "ForbiddenWords",
     "KnownTagsOnly",
     "NoEosWhileCaptionOwed",
     "Rule",
@@ -76,13 +85,18 @@ _SINGLE_LINE_FIELDS = ("tag", "short")
 # -- per-request constants -------------------------------------------------------------------
 class DecodeContext:
     """What the rules of one request need to know, computed once: the plan's fields and prompt,
-    the length class, the user's tags, the bans, the tag table and the vocabulary."""
+    the length class, the user's tags, the forbidden terms (bans and the content rating), the tag
+    table, the known tags (``known``: for known-tags-only decoding; default the table) and the
+    vocabulary."""
 
-    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None) -> None:
+    def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None,
+                 forbidden: Forbidden | None = None, known: TagTable | None = None) -> None:
         self.plan = plan
         self.vocab = vocab
         self.table = table or default_table()
         self.bans = BanList.from_request(plan.request, self.table)
+        self.forbidden = forbidden or Forbidden(self.bans, plan.rating, table=self.table)
+        self.known = known or self.table
         self.min_tags, self.cap = plan.length.tag_range
         self.gen_meta = plan.request.gen_meta
         self.fields = [f.value for f in plan.fields]
@@ -436,14 +450,71 @@ class AlreadyWritten(_CompletingRule):
         return self.ctx.key(text) in step.state.seen()
 
 
-class Bans(_CompletingRule):
-    """A banned tag (plain, alias or regex; see :class:`~tipo.bans.BanList`) cannot be completed."""
+class ForbiddenTags(_CompletingRule):
+    """A banned tag (plain, wildcard or regex; see :mod:`tipo.bans`) or a tag above the content
+    rating (:mod:`tipo.rating`) cannot be completed, in any tag line. Until the completion leaves
+    the prompt's last tag, the tag being written is the user's own and is left alone."""
 
     def active(self, step: Step) -> bool:
-        return bool(self.ctx.bans)
+        return bool(self.ctx.forbidden) and (step.state.separated or not self.ctx.continues_tags)
 
     def hit(self, step: Step, text: str) -> bool:
-        return self.ctx.bans.matches(text)
+        return self.ctx.forbidden.tag_reason(text) is not None
+
+
+_CAPTION_FIELDS = ("short", "long")
+_LAST_WORD = re.compile(r"[^\W_]*\Z")
+
+
+class ForbiddenWords(Rule):
+    """In a caption the model writes, a word that is banned or above the content rating cannot be
+    completed: the tokens that would end it (their text starts with, or reaches, a non-word
+    character right after the word) and EOS are masked, as are tokens that hold such a word whole.
+    Phrases (``pubic hair``) are checked with the words before; wildcards and regexes of the ban box
+    apply to each word."""
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        super().__init__(ctx)
+        m = ctx.forbidden.matcher
+        self.active = bool(m.phrases or m.caption_phrases or m.patterns)
+        self.static = np.zeros(ctx.vocab.size, dtype=bool)
+        self.endings: tuple[str, ...] = ()
+        if not self.active:
+            return
+        forbidden = ctx.forbidden
+        # Tokens holding a forbidden word whole ("  nude ") are never written in a caption.
+        for i, ws in ctx.vocab.inner_words:
+            if any(forbidden.word_reason(ws[:k], w) for k, w in enumerate(ws)):
+                self.static[i] = True
+        self.endings = m.caption_last_words
+
+    def apply(self, step: Step) -> bool:
+        st = step.state
+        if not self.active or st.field not in _CAPTION_FIELDS or st.line_is_tags or st.pending_key is not None:
+            return False
+        mask, v, forbidden = step.mask, self.vocab, self.ctx.forbidden
+        np.logical_or(mask, self.static, out=mask)
+        line = st.line
+        m = _LAST_WORD.search(line)
+        partial = m.group(0).lower() if m else ""
+        prev = words(line[: len(line) - len(partial)])[-4:]
+        leads = v.word_leads
+        endings = self.endings
+        i = bisect.bisect_left(endings, partial)
+        while i < len(endings) and endings[i].startswith(partial):
+            word = endings[i]
+            ids = leads.get(word[len(partial):])
+            if ids is not None and forbidden.word_reason(prev, word):
+                mask[ids] = True
+            i += 1
+        if forbidden.matcher.patterns:
+            for lead, ids in leads.items():
+                word = partial + lead
+                if word and any(p.match(word) for p, _ in forbidden.matcher.patterns):
+                    mask[ids] = True
+        if partial and forbidden.word_reason(prev, partial):
+            mask[v.eos_id] = True
+        return False
 
 
 _Memo = tuple[np.ndarray, dict[int, frozenset[str]], dict[str, list[int]]]
@@ -470,8 +541,8 @@ class KnownTagsOnly(_TagLineRule):
         self._allowed = np.empty(self.vocab.size, dtype=bool)
         self._flag = np.zeros(self.vocab.size, dtype=bool)
         memo = getattr(self.vocab, "_known_memo", None)
-        if memo is None or memo[0] is not ctx.table:
-            memo = (ctx.table, {})
+        if memo is None or memo[0] is not ctx.known:
+            memo = (ctx.known, {})
             self.vocab._known_memo = memo  # type: ignore[attr-defined]
         self._memo: dict[tuple[str, bool], _Memo] = memo[1]
 
@@ -484,7 +555,7 @@ class KnownTagsOnly(_TagLineRule):
         partial = st.partial
         norm = ctx.normalize(partial)
         seen = st.seen()
-        if norm and not ctx.table.is_prefix(norm, content, seen):
+        if norm and not ctx.known.is_prefix(norm, content, seen):
             self._only_enders(mask)
             return
         if step.logits is None:
@@ -510,7 +581,7 @@ class KnownTagsOnly(_TagLineRule):
     def _admit(self, ids: np.ndarray, partial: str, norm: str, content: bool, seen: frozenset[str]) -> np.ndarray:
         """Which of ``ids`` keep the tag on the way to a known tag not yet written (or end one)."""
         pieces = self.vocab.tag_pieces()
-        table = self.ctx.table
+        table = self.ctx.known
         if norm and is_simple_text(partial):
             names, lo, hi = table.prefix_range(norm, content)
             if hi - lo < self.few:
@@ -574,7 +645,7 @@ class KnownTagsOnly(_TagLineRule):
         ``names`` (the few table names starting with ``norm``) not written yet: after a simple
         partial, a simple token makes ``norm``, a space if either has one at the joint, and the
         token's lower-cased core."""
-        canonical = self.ctx.table.canonical
+        canonical = self.ctx.known.canonical
         cache = pieces.continuations
         spaced = partial.endswith(" ")
         start = len(norm)
@@ -613,14 +684,14 @@ class KnownTagsOnly(_TagLineRule):
             np.copyto(mask, out)
 
     def _known(self, tag: str, content: bool) -> bool:
-        table = self.ctx.table
+        table = self.ctx.known
         return table.is_content(tag) if content else table.is_known(tag)
 
     def _info(self, partial: str, text: str, content: bool) -> bool | frozenset[str]:
         """Whether a token keeps the tag being written on the way to a known tag (or ends one), as
         :meth:`~tipo.tags.TagTable.prefix_info` says it: True, False, or the tags it could still
         become (it qualifies unless all of them are written already)."""
-        norm, table = self.ctx.normalize, self.ctx.table
+        norm, table = self.ctx.normalize, self.ctx.known
         cuts = [i for i in (text.find(","), text.find("\n")) if i >= 0]
         if not cuts:
             n = norm(partial + text)
@@ -659,7 +730,7 @@ def default_rules() -> list[RuleFactory]:
     """The mask rules of every request, in the order they apply (KnownTagsOnly, which looks at
     what they leave, comes after them and after any extra rules)."""
     return [ControlBytes, FieldKey, ValueStartsWithSpace, FirstTokenEndsUserTag, ClassMinimum, ClassCap,
-            NoEosWhileCaptionOwed, AlreadyWritten, Bans]
+            NoEosWhileCaptionOwed, AlreadyWritten, ForbiddenTags, ForbiddenWords]
 
 
 class DecodeRules:
@@ -670,8 +741,9 @@ class DecodeRules:
     """
 
     def __init__(self, plan: Plan, vocab: TokenText, table: TagTable | None = None, known_tags_only: bool = False,
-                 rules: Seq[RuleFactory] | None = None, extra: Seq[RuleFactory] = ()) -> None:
-        self.ctx = DecodeContext(plan, vocab, table)
+                 rules: Seq[RuleFactory] | None = None, extra: Seq[RuleFactory] = (),
+                 forbidden: Forbidden | None = None, known: TagTable | None = None) -> None:
+        self.ctx = DecodeContext(plan, vocab, table, forbidden, known)
         self.plan = plan
         self.vocab = vocab
         self.known_tags_only = known_tags_only

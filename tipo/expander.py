@@ -24,13 +24,14 @@ from .batching import decode_batch
 from .decoding import DecodeResult, DecodeRules, Sequence, decode
 from .errors import Cancelled, ModelError, RequestError, TipoError
 from .parse import parse_completion
-from .planner import META_KEYS, Field, Plan, Task, plan, rebuild
+from .planner import META_KEYS, Field, Plan, Task, model_meta, plan, rebuild
+from .rating import Forbidden
 from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish
 from .sampling import Sampler
 from .seeds import fresh_seed
-from .tags import Category, TagTable, default_table
+from .tags import Category, TagTable, default_table, read_tag_list
 from .template import Preset, resolve_template
 
 __all__ = ["Expander", "expand", "fresh_seed"]
@@ -43,6 +44,13 @@ ProgressHook = Callable[[int, int], None]
 def known_tags_rule(model: ResolvedModel, known_tags_only: bool | None) -> bool:
     """Whether tag lines keep to the tag table: as asked, else on for the built-in model only."""
     return (model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
+
+
+def trained_tag_list(path: Path) -> list[str] | None:
+    """The tags a model was trained on, from the list beside it (``model.gguf`` ->
+    ``model.tags.txt``; an HF folder's ``tags.txt``), or None when there is none."""
+    candidate = path / "tags.txt" if path.is_dir() else path.with_suffix(".tags.txt")
+    return read_tag_list(candidate) if candidate.is_file() else None
 
 
 class Expander:
@@ -58,9 +66,12 @@ class Expander:
         n_ctx: context length; None is the format's trained context (1024 tokens), never more
             than the model file declares; a larger value raises it explicitly (at most to the
             file's declared context).
-        known_tags_only: in tag lines, only let the model write tags of the tag table (and their
-            aliases); None turns it on for the built-in model, whose small vocabulary of tags
-            benefits, and off for the official TIPO models, which know rarer tags too.
+        known_tags_only: in tag lines, only let the model write known tags (and their aliases):
+            the tags it was trained on when a list of them lies beside the model
+            (``<model>.tags.txt``; the built-in model ships one), else the tag table; tags banned
+            or above the request's content rating are never among them. None turns it on for the
+            built-in model, whose small vocabulary of tags benefits, and off for the official TIPO
+            models, which know rarer tags too.
         **options: passed to the backend (``n_gpu_layers`` for llama.cpp, ``device`` and
             ``dtype`` for transformers).
     """
@@ -73,6 +84,9 @@ class Expander:
         self.backend_name = pick_backend(self.model.path, backend)
         license_notice(self.model)
         self.table = table or default_table()
+        self.trained_tags = trained_tag_list(self.model.path)
+        self._known_base = self.table.restricted(self.trained_tags) if self.trained_tags else self.table
+        self._known: dict[tuple[object, ...], TagTable] = {}  # per rating and ban box (small; cleared by close)
         self._lock = threading.Lock()
         self._batch_engine: BatchEngine | None = None
         t0 = time.perf_counter()
@@ -100,6 +114,7 @@ class Expander:
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None
+            self._known.clear()
 
     unload = close
 
@@ -285,7 +300,24 @@ class Expander:
         return _Job(request, sampling.with_seed(seed), template)
 
     def _rules(self, planned: Plan, backend: Backend) -> DecodeRules:
-        return DecodeRules(planned, backend.vocab, self.table, known_tags_only=self.known_tags_only)
+        forbidden = Forbidden.for_request(planned.request, planned.rating, self.table)
+        return DecodeRules(planned, backend.vocab, self.table, known_tags_only=self.known_tags_only,
+                           forbidden=forbidden, known=self._known_tags(planned, forbidden))
+
+    def _known_tags(self, p: Plan, forbidden: Forbidden | None = None) -> TagTable | None:
+        """The known tags for known-tags-only decoding: the trained (or table) tags minus those
+        forbidden for this request; cached per rating and ban box. None when the rule is off."""
+        if not self.known_tags_only:
+            return None
+        key = (p.rating, p.request.ban, p.request.ban_regex)
+        known = self._known.get(key)
+        if known is None:
+            forbidden = forbidden or Forbidden.for_request(p.request, p.rating, self.table)
+            base = self._known_base
+            if len(self._known) > 32:
+                self._known.clear()
+            known = self._known[key] = base.restricted(n for n in base.categories if forbidden.tag_reason(n) is None)
+        return known
 
     def _finish(self, job: _Job, planned: Plan, ids: list[int], trimmed: list[str], out: DecodeResult,
                 seconds: dict[str, float]) -> Expansion:
@@ -298,7 +330,8 @@ class Expander:
             neutralised=planned.neutralised,
         )
         return finish(planned, parsed, template=job.template, completion=out.completion,  # type: ignore[arg-type]
-                      provenance=prov, table=self.table, known_only=self.known_tags_only)
+                      provenance=prov, table=self.table, known_only=self.known_tags_only,
+                      known=self._known_tags(planned))
 
     def _fit(self, backend: Backend, p: Plan, max_new: int) -> tuple[Plan, list[int], list[str]]:
         """Keep the prompt within the context, leaving room to write.
@@ -346,7 +379,7 @@ class Expander:
             if enc is not None:
                 return p, enc, trimmed
         # 3. meta lines
-        meta = {c: p.user.by_category(c) for c, _ in META_KEYS}
+        meta = model_meta(p.user, p.request)
         flat = [(c, t) for c, _ in META_KEYS for t in meta[c]]
 
         def meta_upto(k: int) -> dict:

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RequestError
+from .rating import Rating
+from .safety import Homoglyphs
 from .template import Preset
 from .terms import CaptionKind, Length, Output, Task, values
 
@@ -294,10 +296,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", Kind.CHOICE, Output.BOTH.value, "what to get back: more tags and a caption, tags only, "
            "or a caption only (the tags kept as given)", Dest.REQUEST, choices=values(Output)),
     Option("gen_meta", Kind.BOOL, False, "let the model fill in missing meta lines", Dest.REQUEST),
-    Option("ban", Kind.TEXT, (), "comma-separated tags that must not be generated", Dest.REQUEST,
+    Option("ban", Kind.TEXT, (), "comma-separated: plain tags (bans tags containing them as whole words: hat bans "
+           "witch hat, not chat), * wildcards, or regular expressions matched at the start of a tag (official.*); "
+           "also kept out of the caption (docs/safety.md)", Dest.REQUEST,
            repeated=True, separator=",", aliases=("ban_tags",)),
     Option("ban_regex", Kind.MULTILINE, (), "regular expressions, one per line; generated tags that fully match one "
            "are dropped", Dest.REQUEST, repeated=True, separator="\n"),
+    Option("rating", Kind.CHOICE, "auto", "content rating: tags and caption words above it are not generated "
+           "(docs/safety.md); auto: the rating tag among your tags, else general (no rating line added); a chosen "
+           "rating also goes on the model's rating line; unrestricted: no limit", Dest.REQUEST,
+           choices=("auto", *values(Rating)), unset="auto"),
+    Option("homoglyphs", Kind.CHOICE, Homoglyphs.FOLD.value, "look-alike letters from other scripts and invisible "
+           "characters in your text: fold them to Latin and remove them, keep them (still reported), or refuse "
+           "the request", Dest.REQUEST, choices=values(Homoglyphs)),
     # -- the model pass -------------------------------------------------------------------------
     Option("task", Kind.CHOICE, "auto", "force one trained task instead of the automatic one-pass plan", Dest.EXPAND,
            choices=("auto", *values(Task)), unset="auto"),
@@ -328,7 +339,8 @@ OPTIONS: tuple[Option, ...] = (
            Dest.LOADING, min=16, max=1 << 20, unset=0),
     Option("allow_pickle", Kind.BOOL, False, "let the transformers backend load pickled .bin weights, which can run "
            "code (off: safetensors only)", Dest.LOADING, unset=False),
-    Option("known_tags", Kind.CHOICE, "auto", "only let the model write tags of the tag table (auto: on for the "
+    Option("known_tags", Kind.CHOICE, "auto", "only let the model write known tags: those it was trained on when "
+           "its list lies beside the model, else the tag table's (auto: on for the "
            "built-in model, off for the official TIPO models)", Dest.LOADING, choices=("auto", "on", "off"),
            unset="auto", mapping=(("on", True), ("off", False)), param="known_tags_only"),
 )

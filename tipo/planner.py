@@ -15,10 +15,12 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import RequestError
+from .rating import Rating, resolve_rating
 from .request import CaptionKind, Length, Output, Request
+from .safety import TextChange, screen_request
 from .syntax import ItemKind, PromptItem, check_weights, parse_prompt
 from .tags import Category, TagTable, default_table, normalize
 from .terms import Field, Task
@@ -33,6 +35,7 @@ __all__ = [
     "UserTags",
     "build_prompt",
     "build_sample",
+    "model_meta",
     "neutralise",
     "rebuild",
     "plan",
@@ -127,8 +130,12 @@ class Plan:
         open_field: the field the model writes first (continuing it when it has a prefix).
         fields: the fields the model writes, in order (the open field first).
         length: the size class.
-        request: the request planned.
+        request: the request planned, its tags and caption screened for look-alike and
+            invisible characters (:mod:`tipo.safety`).
         user: the user's tags, taken apart.
+        text_changes: what the screening found (and, by default, folded or removed).
+        rating: the content rating in force; ``rating_source`` says where it came from
+            (``option``, ``your tags``, ``default``; see :mod:`tipo.rating`).
     """
 
     task: Task | None
@@ -140,6 +147,9 @@ class Plan:
     user: UserTags
     inputs: dict[Field, str] = field(default_factory=dict)
     neutralised: tuple[str, ...] = ()  # user text rewritten so it cannot read as protocol (see neutralise)
+    text_changes: tuple[TextChange, ...] = ()
+    rating: Rating = Rating.GENERAL
+    rating_source: str = "default"
 
     @property
     def task_name(self) -> str | None:
@@ -159,6 +169,16 @@ class Plan:
             "length": self.length.value,
             "neutralised": list(self.neutralised),
         }
+
+
+def model_meta(user: UserTags, request: Request) -> dict[Category, list[str]]:
+    """The meta lines' tags for the model input: the user's, with the ``rating:`` line set to the
+    request's rating when the user chose one (``unrestricted`` leaves the user's rating tags)."""
+    meta = {category: user.by_category(category) for category, _ in META_KEYS}
+    rating = request.rating
+    if rating is not None and rating is not Rating.UNRESTRICTED:
+        meta[Category.RATING] = [rating.value]
+    return meta
 
 
 def _clean_caption(text: str) -> str:
@@ -293,7 +313,9 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
     if not isinstance(request, Request):
         raise RequestError(f"plan() takes a tipo.Request, got {type(request).__name__}")
     table = table or default_table()
+    request, text_changes = screen_request(request)
     user = read_user_tags(request.tags, table)
+    rating, rating_source = resolve_rating(request.rating, user.by_category(Category.RATING))
     content = user.content
     kind = request.resolved_caption_kind
     inputs: dict[Field, str] = {}
@@ -317,10 +339,10 @@ def plan(request: Request, task: Task | str | None = None, table: TagTable | Non
 
     all_fields = chosen.fields if chosen is not None else (Field.TAG,)
     to_write = all_fields[all_fields.index(open_field):]
-    meta = {category: user.by_category(category) for category, _ in META_KEYS}
+    meta = model_meta(user, request)
     prompt = build_prompt(chosen, request.length, request.gen_meta, meta, request.ratio, inputs, open_field)  # type: ignore[arg-type]
     return Plan(chosen, prompt, open_field, to_write, request.length, request, user, inputs,  # type: ignore[arg-type]
-                neutralised)
+                neutralised, text_changes, rating, rating_source)
 
 
 def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = None,
@@ -342,9 +364,9 @@ def rebuild(p: Plan, content: list[str] | None = None, caption: str | None = Non
             if f in inputs:
                 inputs[f] = caption
     if meta is None:
-        meta = {category: p.user.by_category(category) for category, _ in META_KEYS}
+        meta = model_meta(p.user, p.request)
     prompt = build_prompt(p.task, p.length, p.request.gen_meta, meta, p.request.ratio, inputs, p.open_field)
-    return Plan(p.task, prompt, p.open_field, p.fields, p.length, p.request, p.user, inputs, p.neutralised)
+    return replace(p, prompt=prompt, inputs=inputs)
 
 
 def build_sample(

@@ -8,8 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
+from .bans import check_ban_entry, split_ban_box
 from .errors import RequestError
 from .options import by_name, default
+from .rating import Rating
+from .safety import Homoglyphs
 from .terms import CaptionKind, Length, Output
 
 __all__ = ["CaptionKind", "Length", "Output", "Request", "Sampling", "resolve_caption_kind"]
@@ -83,10 +86,17 @@ class Request:
         aspect_ratio: width / height, instead of width and height.
         output: ``both`` (more tags and a caption), ``tags``, or ``caption``.
         gen_meta: ask the model to fill in missing meta lines.
-        ban: tags that must not be generated (matched as whole tags after normalisation
-            and alias resolution, in every category).
-        ban_regex: regular expressions; a generated tag whose normalised text fully matches
-            one is dropped.
+        ban: the ban box: plain tags (a tag equal to one or containing it as whole words
+            is not generated, aliases resolved), ``*`` wildcards and regular expressions
+            (:mod:`tipo.bans`); masked in every category and in the caption. A string is split
+            on commas.
+        ban_regex: regular expressions, always read as such, that must match the whole
+            normalised tag.
+        rating: the content rating (``general``, ``sensitive``, ``questionable``,
+            ``explicit``, ``unrestricted``): terms above it are not generated
+            (:mod:`tipo.rating`); None: the rating tag among your tags, else ``general``.
+        homoglyphs: look-alike and invisible characters in your text: ``fold`` (default),
+            ``keep`` or ``refuse`` (:mod:`tipo.safety`).
 
     Example:
         >>> Request("1girl, forest", length="short").length.value
@@ -104,6 +114,8 @@ class Request:
     gen_meta: bool = default("gen_meta")  # type: ignore[assignment]
     ban: tuple[str, ...] = default("ban")  # type: ignore[assignment]
     ban_regex: tuple[str, ...] = default("ban_regex")  # type: ignore[assignment]
+    rating: Rating | None = default("rating")  # type: ignore[assignment]
+    homoglyphs: Homoglyphs = Homoglyphs(default("homoglyphs"))
 
     def __post_init__(self) -> None:
         _check_text(self.tags, "tags")
@@ -113,6 +125,9 @@ class Request:
         set_(self, "output", _enum(Output, self.output, "output"))
         if self.caption_kind is not None:
             set_(self, "caption_kind", _enum(CaptionKind, self.caption_kind, "caption_kind"))
+        if self.rating is not None:
+            set_(self, "rating", _enum(Rating, self.rating, "rating"))
+        set_(self, "homoglyphs", _enum(Homoglyphs, self.homoglyphs, "homoglyphs"))
         if not isinstance(self.gen_meta, bool):
             raise RequestError(f"gen_meta must be True or False, got {self.gen_meta!r}")
         for name in ("width", "height"):
@@ -124,8 +139,12 @@ class Request:
             if self.width is not None:
                 raise RequestError("give either width/height or aspect_ratio, not both")
             by_name("aspect_ratio").check(self.aspect_ratio)
-        set_(self, "ban", by_name("ban").to_object(self.ban))
+        # The ban box as one text: split on commas outside regex brackets (``a{1,3}`` stays whole).
+        ban = split_ban_box(self.ban) if isinstance(self.ban, str) else self.ban
+        set_(self, "ban", by_name("ban").to_object(ban))
         set_(self, "ban_regex", by_name("ban_regex").to_object(self.ban_regex))
+        for entry in self.ban:
+            check_ban_entry(entry)
         for pattern in self.ban_regex:
             try:
                 re.compile(pattern)

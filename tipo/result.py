@@ -1,11 +1,14 @@
 """Turning a parsed model text into the final result: merge, dedupe, cap, ban, render.
 
 The user's tags always survive, first and in their order; new tags are deduplicated against
-them (aliases included), capped by the length class, and filtered by the ban list.
+them (aliases included), capped by the length class, and filtered by the ban list and the content
+rating (decoding already masks both; this is the second check). A generated caption sentence with a
+banned word or a word above the rating is dropped. What was removed is listed in ``safety``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,7 +17,9 @@ from .bans import BanList
 from .errors import RequestError
 from .parse import JSON_ORDER, Parsed
 from .planner import Field, Plan
+from .rating import Forbidden
 from .request import CaptionKind, Request
+from .safety import Blocked, SafetyReport
 from .syntax import ItemKind, render_item, render_tag
 from .tags import Category, TagTable, default_table
 from .template import Preset, first_tag_placeholder, render_template, resolve_template
@@ -50,8 +55,10 @@ class Expansion:
         extended, generated: the ``<|extended|>`` and ``<|generated|>`` template values.
         prompt: the rendered prompt (template applied, host syntax of the user's tags restored).
         tags_text, caption_text: the tag string and the caption alone (for dual encoders).
-        dropped: new tags that were banned or over the length cap.
+        dropped: new tags that were banned, above the rating, unknown or over the length cap.
         plan: the planned model pass (task, exact prompt).
+        safety: what the safety layer did: look-alike and invisible characters found in your
+            text, the rating in force, how the ban box was read, anything removed after decoding.
         completion: what the model wrote after the prompt.
         provenance: model, backend, sampling, seed, token counts, timings (None without a model).
     """
@@ -69,6 +76,7 @@ class Expansion:
     plan: Plan
     completion: str = ""
     provenance: Provenance | None = None
+    safety: SafetyReport = field(default_factory=SafetyReport)
 
     @property
     def tags(self) -> dict[str, tuple[str, ...]]:
@@ -94,6 +102,7 @@ class Expansion:
             "generated": self.generated,
             "task": self.plan.task_name,
             "model_input": self.plan.prompt,
+            "safety": self.safety.to_dict(),
             "completion": self.completion,
             "request": self.plan.request.to_dict(),
             "provenance": None
@@ -140,6 +149,11 @@ class Expansion:
         provenance = None
         if prov is not None:
             provenance = Provenance(**{**prov, "trimmed": tuple(prov.get("trimmed", ()))})
+        # The saved request is the screened one (look-alikes folded): what was folded comes from
+        # the saved safety report.
+        safety = SafetyReport.from_dict(data["safety"]) if data.get("safety") else SafetyReport()
+        if safety.text_changes:
+            planned = replace(planned, text_changes=safety.text_changes)
 
         def tags(key: str) -> dict[str, tuple[str, ...]]:
             given = data.get(key) or {}
@@ -148,7 +162,7 @@ class Expansion:
         return cls(user_tags=tags("user_tags"), new_tags=tags("new_tags"), short=data["short"], long=data["long"],
                    extended=data["extended"], generated=data["generated"], prompt=data["prompt"],
                    tags_text=data["tags_text"], caption_text=data["caption_text"], dropped=tuple(data["dropped"]),
-                   plan=planned, completion=data.get("completion", ""), provenance=provenance)
+                   plan=planned, completion=data.get("completion", ""), provenance=provenance, safety=safety)
 
     def render(self, template: str | Preset | None = None) -> Expansion:
         """The same expansion rendered with another template (no model pass).
@@ -247,6 +261,7 @@ def finish(
     provenance: Provenance | None = None,
     table: TagTable | None = None,
     known_only: bool = False,
+    known: TagTable | None = None,
 ) -> Expansion:
     """Merge the user's request and the parsed model text into the final :class:`Expansion`.
 
@@ -255,11 +270,14 @@ def finish(
         parsed: the parsed prompt plus completion.
         template: a template text, a :class:`Preset` or its name; None uses
             :func:`default_preset` (what the user gave and asked for).
-        known_only: drop new tags that are not in the tag table (listed in ``dropped``).
+        known_only: drop new tags that are not known (listed in ``dropped``): in ``known`` (the
+            tags the model was trained on) when given, else in the tag table.
     """
     table = table or default_table()
     request = plan.request
     bans = BanList.from_request(request, table)
+    forbidden = Forbidden(bans, plan.rating, table=table)
+    blocked: list[Blocked] = []
     user_keys = set(plan.user.keys)
     user_tags = {c: tuple(plan.user.by_category(Category(c))) for c in JSON_ORDER}
     user_content = len(user_tags["special"]) + len(user_tags["general"])
@@ -273,7 +291,12 @@ def finish(
             key = table.canonical(tag)
             if key in user_keys:
                 continue
-            if (bans and bans.matches(tag)) or (known_only and not table.is_known(tag)):
+            why = forbidden.tag_reason(tag)
+            if why is not None:
+                blocked.append(Blocked(tag, name, why))
+                dropped.append(tag)
+                continue
+            if known_only and not (known or table).is_known(tag):
                 dropped.append(tag)
                 continue
             if name in ("special", "general"):
@@ -287,18 +310,19 @@ def finish(
     kind = request.resolved_caption_kind
     user_caption = "\n".join(line.strip() for line in request.caption.strip().splitlines() if line.strip())
     wrote = set(plan.fields)
-    short = user_caption if kind is CaptionKind.SHORT else (parsed.short if Field.SHORT in wrote else "")
+    written_short = _clean_caption(parsed.short, forbidden, blocked) if Field.SHORT in wrote else ""
+    short = user_caption if kind is CaptionKind.SHORT else written_short
     if kind is CaptionKind.LONG:
         long = user_caption
     else:
-        long = parsed.long if Field.LONG in wrote else ""
+        long = _clean_caption(parsed.long, forbidden, blocked) if Field.LONG in wrote else ""
     # <|generated|>: the caption the model wrote; <|extended|>: the user's caption, kept whole and
     # first, followed by the model's (tag-only input: the model's caption alone).
     generated = ""
     if Field.LONG in wrote:
-        generated = parsed.long
+        generated = long
     elif Field.SHORT in wrote:
-        generated = parsed.short
+        generated = written_short
     extended = "\n".join(part for part in (user_caption, generated) if part)
 
     text, tags_text, caption_text = _render(plan, new_tags, extended, generated, template)
@@ -316,4 +340,34 @@ def finish(
         plan=plan,
         completion=completion,
         provenance=provenance,
+        safety=SafetyReport(
+            homoglyphs=request.homoglyphs.value,
+            text_changes=plan.text_changes,
+            rating=plan.rating.value,
+            rating_source=plan.rating_source,
+            rating_line="\nrating: " in "\n" + plan.prompt,
+            bans=tuple((e.text, e.kind) for e in bans.entries),
+            blocked=tuple(blocked),
+        ),
     )
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _clean_caption(text: str, forbidden: Forbidden, blocked: list[Blocked]) -> str:
+    """The generated caption without its sentences that hold a forbidden word (listed in ``blocked``)."""
+    if not text or not forbidden or not forbidden.caption_reasons(text):
+        return text
+    paragraphs = []
+    for paragraph in text.split("\n"):
+        kept = []
+        for sentence in _SENTENCE.split(paragraph):
+            reasons = forbidden.caption_reasons(sentence)
+            if reasons:
+                blocked.append(Blocked(sentence, "caption", reasons[0][1]))
+            else:
+                kept.append(sentence)
+        if kept:
+            paragraphs.append(" ".join(kept))
+    return "\n".join(paragraphs)

@@ -31,6 +31,7 @@ __all__ = [
     "default_table",
     "is_known",
     "normalize",
+    "read_tag_list",
     "split_tags",
 ]
 
@@ -189,6 +190,21 @@ class TagTable:
                 for alias in alias_text.split("\x1f"):
                     aliases.setdefault(alias, name)
         return cls(categories, counts, aliases)
+
+    def restricted(self, names: Iterable[str]) -> TagTable:
+        """The same table with only ``names`` (normalised; aliases of them kept): the tags a model
+        was trained on, for known-tags-only decoding. The fixed special/quality/rating lists stay.
+
+        Example:
+            >>> t = default_table().restricted(["long hair", "smile"])
+            >>> t.is_known("longhair"), t.is_known("forest"), t.is_known("1girl")
+            (True, False, True)
+        """
+        keep = {self.canonical(n) for n in names}
+        categories = {n: c for n, c in self.categories.items() if n in keep}
+        counts = {n: self.counts[n] for n in categories}
+        aliases = {a: n for a, n in self.aliases.items() if n in categories}
+        return TagTable(categories, counts, aliases)
 
     def canonical(self, tag: str) -> str:
         """The canonical spelling of a tag: normalised, with a Danbooru alias resolved.
@@ -360,6 +376,11 @@ def write_atomic(path: Path, data: bytes) -> bool:
     except OSError:
         return False
     return True
+def read_tag_list(path: str | os.PathLike[str]) -> list[str]:
+    """The tags of a trained-tag list (``tag<TAB>count`` lines, ``#`` comments), e.g.
+    ``tipo/data/tipo-builtin.tags.txt`` written by ``models/train/trained_tags.py``."""
+    with open(path, encoding="utf-8") as fh:
+        return [line.split("\t", 1)[0].strip() for line in fh if line.strip() and not line.startswith("#")]
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,6 +3,7 @@ decode rules need (built once per loaded model by the backend)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ def is_simple_text(text: str) -> bool:
     to the normalised text, a space where one of them has one at the joint, and the token's
     lower-cased core."""
     return SIMPLE_TEXT.fullmatch(text) is not None and "  " not in text
+
+_WORD = re.compile(r"[^\W_]+")
+_NON_WORD = re.compile(r"[\W_]")
 
 
 def piece_bytes(piece: str, is_control: bool) -> bytes:
@@ -114,6 +118,29 @@ class TokenText:
                 group.setdefault(text.lstrip(" ").lower(), []).append(i)
             pieces = self.__dict__["_tag_pieces"] = TagPieces(simple, lead, bare)
         return pieces
+    @functools.cached_property
+    def word_leads(self) -> dict[str, np.ndarray]:
+        """Tokens that end the word being written (their text holds a non-word character),
+        grouped by the lower-case word characters before it: ``" cat"`` and ``"."`` under ``""``,
+        ``"e."`` under ``"e"``. Words are runs of letters and digits (:func:`tipo.bans.words`).
+        Built on first use (caption rules only)."""
+        groups: dict[str, list[int]] = {}
+        for i, t in enumerate(self.texts):
+            m = _NON_WORD.search(t)
+            if m is not None:
+                groups.setdefault(t[: m.start()].lower(), []).append(i)
+        return {lead: np.array(ids, dtype=np.intp) for lead, ids in groups.items()}
+
+    @functools.cached_property
+    def inner_words(self) -> list[tuple[int, tuple[str, ...]]]:
+        """Tokens holding whole words between two non-word characters of their own (``" cat "``):
+        (id, those words, lower case). Built on first use."""
+        out = []
+        for i, t in enumerate(self.texts):
+            ws = tuple(m.group(0).lower() for m in _WORD.finditer(t) if m.start() > 0 and m.end() < len(t))
+            if ws:
+                out.append((i, ws))
+        return out
 
     def forced(self, want: str) -> np.ndarray | None:
         """Mask of the tokens that may not come when the text ``want`` must be written next

@@ -57,6 +57,19 @@ def duplicate_rate(tag_lists: TagLists, *, canonical: Callable[[str], str] | Non
     return sum(len(result) - len(set(result)) for result in keys) / total
 
 
+def share_positive(counts: Sequence[float]) -> float:
+    """Share of results whose count is above zero (e.g. terms above a content rating that an
+    expansion added).
+
+    Example:
+        >>> share_positive([0, 2, 0, 1])
+        0.5
+    """
+    if not len(counts):
+        raise ValueError("no result: a share needs at least one")
+    return sum(1 for c in counts if c > 0) / len(counts)
+
+
 def known_tag_rate(tag_lists: TagLists, is_known: Callable[[str], bool]) -> float:
     """Share of all tags that ``is_known`` accepts (e.g. ``tipo.tags.is_known``: in the tag table).
 
