@@ -400,3 +400,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- a tiny model steered toward given words ----------------------------------------------------
+
+#: Words the steered test model is pushed to write (for the safety tests and evaluation).
+STEERED_WORDS = ("nude", "naked", "penis", "nipples", "sex", "cleavage", "bikini", "pussy", "topless", "lingerie")
+
+
+def build_steered(out_dir: str | Path, words: Sequence[str] = STEERED_WORDS, seed: int = 0) -> Path:
+    """A tiny TIPO-like model whose output layer is biased toward ``words`` (and commas), as an
+    F32 GGUF file: the safety layer's worst case, a model that wants to write explicit tags.
+
+    Every hidden state gets a large constant component (one embedding column, kept by the final
+    norm), which the output rows of the steered tokens (each word is one piece of the tokenizer,
+    trained with lines holding them) weight heavily; the rest of the model is :func:`build_tiny`'s.
+
+    Example::
+
+        path = build_steered("out/steered")   # out/steered/steered-f32.gguf
+        Expander(path).expand(Request(caption="a cat", rating="unrestricted"))  # writes the words
+    """
+    import sentencepiece as spm
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    lines = [f"tag: 1girl, {', '.join(words)}"] * 60 + [f"long: A {w} woman stands." for w in words] * 20
+    tiny = build_tiny(out_dir, seed=seed, extra_lines=lines)
+    sp = spm.SentencePieceProcessor(model_file=str(tiny.tokenizer_model))
+    targets = set()
+    for word in words:
+        pieces = sp.encode(word)  # with the dummy prefix: "▁nude"
+        if len(pieces) != 1:
+            raise ValueError(f"{word!r} is not one piece of the steered tokenizer: {sp.encode(word, out_type=str)}")
+        targets.add(pieces[0])
+    weights = load_file(str(tiny.hf_dir / "model.safetensors"))
+    with torch.no_grad():
+        weights["model.embed_tokens.weight"][:, 0] = 50.0
+        weights["model.norm.weight"][0] = 1.0
+        head = weights["lm_head.weight"]
+        head[:, 0] = 0.0
+        head[sorted(targets), 0] = 2.0
+        head[sp.piece_to_id(","), 0] = 1.7
+    save_file(weights, str(tiny.hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    return export_hf_to_gguf(tiny.hf_dir, tiny.root / "steered-f32.gguf", outtype=OutType.F32, name="tipo-steered")
