@@ -75,4 +75,4 @@ TIPO_INPUTS = (
 )
 OPERATION_INPUTS = tuple("task" if name == "template" else name for name in TIPO_INPUTS)
 #: Options added after the first release: optional inputs, so older saved workflows still load.
-OPTIONAL_INPUTS = ("threads", "known_tags", "n_ctx", "allow_pickle")
+OPTIONAL_INPUTS = ("threads", "known_tags", "n_ctx", "allow_pickle", "rating", "homoglyphs")

@@ -52,7 +52,7 @@ INFOTEXT_STYLES = "TIPO styles"
 API_ARGS = (
     "enabled", "caption", "caption_kind", "length", "output", "gen_meta", "ban", "ban_regex", "task", "template",
     "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "model", "backend",
-    "device", "threads", "known_tags", "n_ctx", "allow_pickle",
+    "device", "threads", "known_tags", "n_ctx", "allow_pickle", "rating", "homoglyphs",
 )
 #: Options the WebUI itself provides: the prompt box (tags) and the image size.
 HOST_PROVIDED = ("tags", "width", "height", "aspect_ratio")
