@@ -163,7 +163,7 @@ def test_input_types_are_generated_from_options(comfy):
     assert list(required) == list(FROZEN_TIPO_INPUTS)
     op = comfy.NODE_CLASS_MAPPINGS["TIPOOperation"].INPUT_TYPES()["required"]
     optional = comfy.NODE_CLASS_MAPPINGS["TIPO"].INPUT_TYPES()["optional"]
-    assert list(optional) == ["threads", "known_tags", "n_ctx", "allow_pickle"]  # added later: optional, after the frozen ones
+    assert list(optional) == ["threads", "known_tags", "n_ctx", "allow_pickle", "rating", "homoglyphs"]  # added later: optional, after the frozen ones
     required = {**required, **optional}
     assert set(required) | set(op) == {o.name for o in OPTIONS}  # every option is a widget
     for o in OPTIONS:

@@ -27,7 +27,7 @@ TEMPLATE = "TIPO, <|special|>, <|general|>"  # a literal prefix marks expanded p
 FROZEN_API_ARGS = (
     "enabled", "caption", "caption_kind", "length", "output", "gen_meta", "ban", "ban_regex", "task", "template",
     "seed", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens", "model", "backend",
-    "device", "threads", "known_tags", "n_ctx", "allow_pickle",
+    "device", "threads", "known_tags", "n_ctx", "allow_pickle", "rating", "homoglyphs",
 )
 
 

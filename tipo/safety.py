@@ -406,7 +406,7 @@ def screen_text(text: str, field: str, mode: Homoglyphs | str = Homoglyphs.FOLD)
         more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
         shown = first.original.encode("unicode_escape").decode("ascii")
         raise RequestError(
-            f"the {field} contain look-alike or invisible characters: {shown!r}: {first.why}{more}; "
+            f"the {field} contain look-alike or invisible characters: '{shown}': {first.why}{more}; "
             "retype them in plain Latin letters, or use homoglyphs 'fold' (fold them) or 'keep' (keep them)"
         )
     return (text if mode is Homoglyphs.KEEP else folded), changes
