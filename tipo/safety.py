@@ -132,6 +132,11 @@ class SafetyReport:
     bans: tuple[tuple[str, str], ...] = ()
     blocked: tuple[Blocked, ...] = ()
 
+    def __bool__(self) -> bool:
+        """True when the layer changed something: characters folded or removed (or found, with
+        ``keep``), or generated text removed after decoding."""
+        return bool(self.text_changes or self.blocked)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SafetyReport:
         """The inverse of :meth:`to_dict`."""
