@@ -10,6 +10,21 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tipo_cache(tmp_path_factory: pytest.TempPathFactory):
+    """tipo's cache folder (tag table, checked GGUF headers) in a temporary folder for the session:
+    the suite builds many model files and must not fill the user's ~/.cache/tipo."""
+    import os
+
+    before = os.environ.get("TIPO_CACHE")
+    os.environ["TIPO_CACHE"] = str(tmp_path_factory.mktemp("tipo_cache"))
+    yield
+    if before is None:
+        os.environ.pop("TIPO_CACHE", None)
+    else:
+        os.environ["TIPO_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory):
     """A :class:`models.tiny.TinyModel` with ``.hf_dir``, ``.gguf_f32``, ``.gguf_f16``, ``.tokenizer_model``."""
