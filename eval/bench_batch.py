@@ -45,8 +45,12 @@ def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: 
     per llama_decode (a sequence leaves when done, the next joins), argmax sampling."""
     import llama_cpp as lc
 
+    from tipo.backends.llama import plain_buffers_needed
+
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
+    if plain_buffers_needed(lc):
+        mparams.use_extra_bufts = False  # as tipo's backend loads it (AMX buffers crash on Q8_0)
     model = lc.llama_model_load_from_file(str(path).encode(), mparams)
     need = max(len(p) + c for p, c in zip(prompts, counts, strict=True))
     cparams = lc.llama_context_default_params()

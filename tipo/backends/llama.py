@@ -15,7 +15,7 @@ from ..vocab import TokenText, piece_bytes
 from .base import Backend, BatchEngine
 from .validate import bounded_threads, check_batch_memory, context_size, read_gguf
 
-__all__ = ["LlamaCppBackend", "check_gguf", "open_llama"]
+__all__ = ["LlamaCppBackend", "check_gguf", "open_llama", "plain_buffers_needed"]
 
 # Token types of a GGUF vocabulary (gguf.TokenType): 3 control, 4 user-defined.
 _CONTROL, _USER_DEFINED = 3, 4
@@ -29,9 +29,10 @@ def open_llama(llama_cpp: Any, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(**kwargs)``, without llama.cpp's extra CPU buffer types on AMX machines.
 
     On CPUs with AMX (``AMX_INT8 = 1`` in ``llama_print_system_info()``), llama.cpp 0.3.x moves
-    quantised weights (Q8_0, Q4_0, ...) into AMX buffers, and evaluating more than one token of a
-    Q8_0 model then kills the process with SIGSEGV (seen with llama-cpp-python 0.3.36, from tiny
-    shapes up to TIPO-500M). The plain CPU buffers compute the same model. ``Llama()`` takes no
+    the weight matrices (F16 and quantised ones) into AMX buffers, and evaluating more than one
+    token of a Q8_0 model then kills the process with SIGSEGV (seen with llama-cpp-python 0.3.36,
+    from tiny shapes up to TIPO-500M). The plain CPU buffers compute the same model, with the same
+    kernels as on CPUs without AMX. ``Llama()`` takes no
     ``use_extra_bufts`` argument, so the model defaults it reads are swapped for the length of
     the constructor, under a lock.
 
@@ -39,10 +40,9 @@ def open_llama(llama_cpp: Any, **kwargs: Any) -> Any:
 
         llm = open_llama(llama_cpp, model_path="model.gguf", n_ctx=1024, verbose=False)
     """
-    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
-    if "AMX_INT8 = 1" not in info or not hasattr(original(), "use_extra_bufts"):
+    if not plain_buffers_needed(llama_cpp):
         return llama_cpp.Llama(**kwargs)
 
     def without_extra_buffers() -> Any:
@@ -56,6 +56,12 @@ def open_llama(llama_cpp: Any, **kwargs: Any) -> Any:
             return llama_cpp.Llama(**kwargs)
         finally:
             module.llama_model_default_params = original
+
+
+def plain_buffers_needed(llama_cpp: Any) -> bool:
+    """Whether models must load with ``use_extra_bufts=False`` on this machine (see :func:`open_llama`)."""
+    return ("AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+            and hasattr(llama_cpp.llama_model_default_params(), "use_extra_bufts"))
 
 
 def check_gguf(path: Path) -> None:
