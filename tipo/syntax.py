@@ -78,7 +78,7 @@ def check_weights(items: tuple[PromptItem, ...] | list[PromptItem], what: str = 
     """Raise a clear RequestError when a tag's weight is not finite or beyond :data:`MAX_WEIGHT`.
 
     Example:
-        >>> check_weights(parse_prompt("(x:1e9)"))
+        >>> check_weights(parse_prompt("(x:1000000000)"))
         Traceback (most recent call last):
         ...
         tipo.errors.RequestError: the weight of 'x' in the prompt is 1e+09; weights must be finite numbers within ±1000 (check the (tag:weight) syntax and bracket nesting)
