@@ -69,12 +69,15 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(local_ray, t
     def killer() -> None:  # SIGKILL the first actor process seen, once it has worked a moment
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
-            pids = _actor_pids()
-            if pids:
-                time.sleep(1.0)
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.05)
+            for pid in _actor_pids():
+                time.sleep(0.2)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended meanwhile (a quiet machine is quick): try the next
+                    continue
+                killed.append(pid)
+                break
+            time.sleep(0.02)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
