@@ -248,7 +248,9 @@ def test_kill_9_at_random_points_then_resume_loses_and_duplicates_nothing(tiny_m
         return max(0, out.read_bytes().count(b"\n") - 1) if out.exists() else 0
 
     seen = []  # records on disk when each kill landed
-    while len(seen) < 5 and on_disk() < n - 1:
+    for _attempt in range(20):  # bounded: a run that keeps failing must not loop forever
+        if len(seen) >= 5 or on_disk() >= n - 1:
+            break
         target = rng.randint(on_disk() + 1, min(n - 1, on_disk() + 6))
         proc = subprocess.Popen([sys.executable, "-m", "tipo", *args, "--out", str(out)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -256,12 +258,14 @@ def test_kill_9_at_random_points_then_resume_loses_and_duplicates_nothing(tiny_m
         while on_disk() < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 0.05))  # anywhere inside the next record, its write included
+        if proc.poll() is not None:  # it finished first (a quiet machine is quick): no kill to count
+            continue
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         seen.append(on_disk())
     final = run_cli(*args, "--out", str(out))  # the last resume runs to the end
     assert final.returncode == 0, final.stderr
-    assert len(seen) >= 3 and all(0 < k < n for k in seen), seen
+    assert len(seen) >= 3 and all(0 < k <= n for k in seen), seen
     assert _records(out) == _records(ref)
     assert [r["index"] for r in _records(out)] == list(range(n))
     assert _records(out)[5]["seed"] == 99 and _records(out)[0]["seed"] == derive_seed(11, 0)
