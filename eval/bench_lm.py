@@ -391,20 +391,41 @@ kgen_expand(CASES[int(sys.argv[4])], int(sys.argv[5]), **({"max_retry": 0} if sy
 """
 
 
+# Linux keeps a process's peak RSS across fork and exec, so a child forked from this benchmark
+# (which holds the models it measured, gigabytes) would report this process's peak. The child is
+# therefore forked by a small launcher process, which times it and reports its rusage on a pipe.
+_LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+os.write(int(sys.argv[1]), f"{wall} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+"""
+
+
 def run_process(cmd: list[str]) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MiB) of one child process (``os.wait4``)."""
+    """(wall s, CPU s, peak RSS MiB) of one child process (``os.wait4`` in a small launcher)."""
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(TMP / "pycache")  # .pyc files, as an installed package has them
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_fd), *cmd], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=env, cwd=REPO, pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    proc.wait()
+    with os.fdopen(read_fd, "rb") as fh:
+        report = fh.read().decode().split()
+    if proc.returncode != 0 or len(report) != 4 or report[3] != "0":
         raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err.strip()[-400:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    wall, cpu, maxrss = float(report[0]), float(report[1]), float(report[2])
+    return wall, cpu, maxrss / 1024
 
 
 def bench_processes(args, kgen_ok: bool) -> list[dict[str, object]]:  # noqa: ANN001
