@@ -15,8 +15,6 @@ import copy
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -24,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from servers import free_port, running
 
 COMFYUI = os.environ.get("COMFYUI_DIR")
 if not COMFYUI:
@@ -34,12 +33,6 @@ pytest.importorskip("llama_cpp", reason="the nodes run the built-in model with l
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "plugins" / "comfyui"
 WORKFLOW = json.loads((PACK / "examples" / "tipo_prompt_api.json").read_text())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Comfy:
@@ -90,35 +83,21 @@ def messages(entry: dict) -> dict[str, dict]:
 def comfy(tmp_path_factory):
     link = Path(COMFYUI) / "custom_nodes" / f"tipo_nodes_test_{os.getpid()}"
     link.symlink_to(PACK, target_is_directory=True)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("comfy") / "server.log"
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     # One CPU for the server (llama.cpp then runs one thread): spinning threads on a shared machine
     # make tokens many times slower.
     pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if shutil.which("taskset") else []
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*pin, python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                 "--disable-auto-launch"], cwd=COMFYUI, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Comfy(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if "TIPO" in server.call("/object_info/TIPO"):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not start with the pack (exit {proc.poll()}):\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield server
+        with running([*pin, python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                      "--disable-auto-launch"], cwd=COMFYUI, env=env, log=log,
+                     ready=lambda: "TIPO" in server.call("/object_info/TIPO"),
+                     what="ComfyUI with the pack", timeout=180, stop_timeout=30):
+            yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         link.unlink()
         print(log.read_text()[-2000:])
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, running
 
 pytest.importorskip("gradio", reason="the web UI needs gradio: pip install 'tipo-prompt[ui]'")
 pytest.importorskip("llama_cpp", reason="the web UI runs the built-in model with llama.cpp: pip install 'tipo-prompt[llama]'")
@@ -39,42 +38,22 @@ if not os.path.exists(CHROMIUM):
                 "install it with: apt-get install -y chromium", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``tipo ui`` in a subprocess (one llama.cpp thread: the test machines are shared)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("ui") / "server.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
            "TIPO_MODELS": str(tmp_path_factory.mktemp("models"))}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tipo", "ui", "--port", str(port), "--threads", "1"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tipo ui did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+
+    def ready() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+
+    with running([sys.executable, "-m", "tipo", "ui", "--port", str(port), "--threads", "1"], cwd=ROOT, env=env,
+                 log=log, ready=ready, what="tipo ui", timeout=120, stop_timeout=20):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
