@@ -406,12 +406,15 @@ os.write(int(sys.argv[1]), f"{wall} {ru.ru_utime + ru.ru_stime} {ru.ru_maxrss} {
 """
 
 
-def run_process(cmd: list[str]) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MiB) of one child process (``os.wait4`` in a small launcher)."""
+def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MiB) of one child process (``os.wait4`` in a small launcher).
+
+    ``env`` defaults to this environment with .pyc files written under the benchmark's folder."""
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(TMP / "pycache")  # .pyc files, as an installed package has them
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(TMP / "pycache")  # .pyc files, as an installed package has them
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_fd), *cmd], stdout=subprocess.DEVNULL,

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,16 +44,13 @@ print(prompt + llm.detokenize(out).decode("utf-8", "replace"))
 
 
 def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MiB) of one child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}): {err.strip()[-500:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    """(wall s, CPU s, peak RSS MiB) of one child process (:func:`eval.bench_lm.run_process`)."""
+    from eval.bench_lm import run_process
+
+    try:
+        return run_process(cmd, env)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     bare = statistics.median(w for w, _, _ in figures[names[0]])
     print(f"## Start-up, whole processes ({args.reps} interleaved reps; median (min-max))\n")
     print(f"Load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs.\n")
-    print("Peak RSS is the child's high-water mark (a forked child starts from this small process).\n")
+    print("Peak RSS is the child's own high-water mark (it is forked by a small launcher).\n")
     print("| process | wall s | CPU s | peak RSS MiB | wall / bare |")
     print("|---|---|---|---|---|")
     for name, rows in figures.items():
