@@ -192,7 +192,9 @@ def test_ui_returns_widgets_generated_from_options_in_api_order(tmp_path, monkey
         assert comp.kwargs["label"] == o.label and comp.kwargs["info"] == o.help, name
         want = {Kind.MULTILINE: "Textbox", Kind.TEXT: "Textbox", Kind.CHOICE: "Dropdown", Kind.BOOL: "Checkbox",
                 Kind.INT: "Slider", Kind.FLOAT: "Slider"}[o.kind]
-        want = {"seed": "Number", "model": "Dropdown"}.get(name, want)
+        if o.kind is Kind.INT and (o.max is None or o.max > 10**6):  # seed, threads, n_ctx: typed, not slid
+            want = "Number"
+        want = {"model": "Dropdown"}.get(name, want)
         assert type(comp).__name__ == want, name
         if want == "Slider":
             assert (comp.kwargs["minimum"], comp.kwargs["maximum"], comp.value) == (o.widget_min, o.widget_max, o.default)

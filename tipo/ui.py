@@ -297,7 +297,7 @@ def gradio_component(option: Option, gr: Any, **overrides: Any) -> Any:
         lines = 3 if option.kind is Kind.MULTILINE else 1
         return gr.Textbox(**{**common, "lines": lines, **overrides})
     bounds = {"minimum": option.widget_min, "maximum": option.widget_max}
-    if option.kind is Kind.INT and (option.step is None or option.max is None or option.max > 10**6):
+    if option.kind is Kind.INT and (option.max is None or option.max > 10**6):  # seeds, threads: typed, not slid
         return gr.Number(**{**common, **bounds, "precision": 0, **overrides})
     step = option.step if option.step is not None else (1 if option.kind is Kind.INT else 0.01)
     return gr.Slider(**{**common, **bounds, "step": step, **overrides})

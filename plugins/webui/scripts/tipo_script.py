@@ -31,10 +31,11 @@ from modules import script_callbacks, scripts
 
 try:
     from tipo.infotext import PARAMETERS_KEY, QUOTE_SWAP, from_infotext, to_infotext
-    from tipo.options import Kind, Option, by_name
+    from tipo.options import Kind, by_name
     from tipo.pool import ExpanderPool
     from tipo.seeds import offset_seed
     from tipo.settings import from_values
+    from tipo.ui import gradio_component
 except ImportError as exc:  # pragma: no cover - depends on the WebUI's Python
     raise ImportError(f"the TIPO extension needs the tipo package in the WebUI's Python ({exc}); "
                       "restart the WebUI to let install.py add it, or run: pip install 'tipo-prompt[llama]'") from exc
@@ -133,23 +134,12 @@ MODELS = ExpanderPool()  # the extension's one model cache; freed when the WebUI
 
 # -- widgets ----------------------------------------------------------------------------------------
 def component(name: str, choices: list[str]) -> Any:
-    """The gradio component of one setting, from its OPTIONS declaration (kind, default, bounds, help)."""
-    o: Option = by_name(name)
-    common = {"label": o.label, "info": o.help}
+    """The gradio component of one setting: tipo's one renderer (:func:`tipo.ui.gradio_component`) from
+    its OPTIONS declaration (kind, default, bounds, help), with the WebUI's model list."""
+    overrides: dict[str, Any] = {}
     if name == "model":
-        return gr.Dropdown(choices=choices, value=choices[0] if choices else "", allow_custom_value=True, **common)
-    if o.kind is Kind.MULTILINE:
-        return gr.Textbox(value=o.widget_text(o.default), lines=3, **common)
-    if o.kind is Kind.TEXT:
-        return gr.Textbox(value=o.widget_text(o.default), lines=1, **common)
-    if o.kind is Kind.CHOICE:
-        return gr.Dropdown(choices=list(o.choices), value=o.default, **common)
-    if o.kind is Kind.BOOL:
-        return gr.Checkbox(value=o.default, **common)
-    if name == "seed":
-        return gr.Number(value=o.default, precision=0, minimum=o.widget_min, maximum=o.widget_max, **common)
-    step = o.step if o.step is not None else (1 if o.kind is Kind.INT else 0.01)
-    return gr.Slider(minimum=o.widget_min, maximum=o.widget_max, step=step, value=o.default, **common)
+        overrides = {"choices": choices, "value": choices[0] if choices else ""}
+    return gradio_component(by_name(name), gr, **overrides)
 
 
 def _accordion() -> tuple[Any, Callable[[], Any] | None]:
