@@ -35,6 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from tipo.backends.validate import LLAMA_GLOBAL_TENSORS, LLAMA_LAYER_TENSORS, LlamaShape
+from tipo.backends.validate import gguf_tensor_name as key_to_gguf_name
+from tipo.backends.validate import llama_tensor_shapes as tipo_tensor_shapes
+
 #: Loads one tensor as float32, already in the layout llama.cpp wants.
 TensorLoader = Callable[[], np.ndarray]
 
@@ -245,24 +249,15 @@ def permute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def llama_tensor_shapes(hparams: LlamaHParams) -> list[tuple[str, tuple[int, ...]]]:
-    """GGUF tensor names of a llama model with their shapes in numpy (row-major, HF) order."""
-    h, kv = hparams.hidden_size, hparams.num_kv_heads * hparams.head_dim
-    shapes: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (hparams.vocab_size, h))]
-    for layer in range(hparams.num_layers):
-        prefix = f"blk.{layer}"
-        shapes += [
-            (f"{prefix}.attn_norm.weight", (h,)),
-            (f"{prefix}.attn_q.weight", (h, h)),
-            (f"{prefix}.attn_k.weight", (kv, h)),
-            (f"{prefix}.attn_v.weight", (kv, h)),
-            (f"{prefix}.attn_output.weight", (h, h)),
-            (f"{prefix}.ffn_norm.weight", (h,)),
-            (f"{prefix}.ffn_gate.weight", (hparams.intermediate_size, h)),
-            (f"{prefix}.ffn_up.weight", (hparams.intermediate_size, h)),
-            (f"{prefix}.ffn_down.weight", (h, hparams.intermediate_size)),
-        ]
-    shapes += [("output_norm.weight", (h,)), ("output.weight", (hparams.vocab_size, h))]
-    return shapes
+    """GGUF tensor names of a llama model with their shapes in numpy (row-major, HF) order: tipo's
+    one tensor table (:func:`tipo.backends.validate.llama_tensor_shapes`), which checks them on load."""
+    shape = LlamaShape(
+        layers=hparams.num_layers, hidden=hparams.hidden_size, heads=hparams.num_heads,
+        kv_heads=hparams.num_kv_heads, intermediate=hparams.intermediate_size, vocab=hparams.vocab_size,
+        context=hparams.context_length, eps=hparams.rms_norm_eps, rope_theta=hparams.rope_theta,
+        head_dim=hparams.head_dim,
+    )
+    return [(key_to_gguf_name(key), dims) for key, dims in tipo_tensor_shapes(shape).items()]
 
 
 def _storage_type(shape: Sequence[int], outtype: OutType) -> Any:
@@ -452,22 +447,8 @@ def _read_safetensor(file: Path, name: str) -> np.ndarray:
     return raw.astype(np.float32).reshape(info["shape"])
 
 
-_HF_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_HF_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
+_HF_NAMES = {f"{hf}.weight": f"{name}.weight" for _, name, hf in LLAMA_GLOBAL_TENSORS}
+_HF_LAYER_NAMES = {f"{hf}.weight": f"{name}.weight" for _, name, hf in LLAMA_LAYER_TENSORS}
 _LAYER_PATTERN = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
 

@@ -83,6 +83,45 @@ class LlamaShape:
         return 2 * 2 * n_ctx * self.layers * self.kv_dim
 
 
+#: The tensors of a LLaMA model, in llama.cpp's file order: (tipo's key, GGUF name, HF name). Per-layer
+#: rows are named without their layer (``blk.N.`` / ``model.layers.N.`` prefixes, ``.weight`` suffix).
+#: The one table behind the load-time checks here and the exporters in ``models/``.
+LLAMA_GLOBAL_TENSORS = (("embed", "token_embd", "model.embed_tokens"), ("norm", "output_norm", "model.norm"),
+                        ("lm_head", "output", "lm_head"))
+LLAMA_LAYER_TENSORS = (
+    ("attn_norm", "attn_norm", "input_layernorm"), ("q", "attn_q", "self_attn.q_proj"),
+    ("k", "attn_k", "self_attn.k_proj"), ("v", "attn_v", "self_attn.v_proj"),
+    ("o", "attn_output", "self_attn.o_proj"), ("ffn_norm", "ffn_norm", "post_attention_layernorm"),
+    ("gate", "ffn_gate", "mlp.gate_proj"), ("up", "ffn_up", "mlp.up_proj"), ("down", "ffn_down", "mlp.down_proj"),
+)
+
+
+def llama_tensor_shapes(shape: LlamaShape, tied: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every tensor a LLaMA model of ``shape`` holds, by tipo's key (``embed``, ``0.q``...), with its
+    shape in row-major (HF) order, in llama.cpp's file order (``lm_head`` left out when ``tied``)."""
+    h, v, f, q, kv = shape.hidden, shape.vocab, shape.intermediate, shape.heads * shape.head_dim, shape.kv_dim
+    per_layer = {"attn_norm": (h,), "q": (q, h), "k": (kv, h), "v": (kv, h), "o": (h, q), "ffn_norm": (h,),
+                 "gate": (f, h), "up": (f, h), "down": (h, f)}
+    out: dict[str, tuple[int, ...]] = {"embed": (v, h)}
+    for i in range(shape.layers):
+        out.update({f"{i}.{key}": per_layer[key] for key, _, _ in LLAMA_LAYER_TENSORS})
+    out["norm"] = (h,)
+    if not tied:
+        out["lm_head"] = (v, h)
+    return out
+
+
+def gguf_tensor_name(key: str) -> str:
+    """The GGUF name of a tensor key (``0.q`` -> ``blk.0.attn_q.weight``)."""
+    layer, _, part = key.partition(".")
+    if part:
+        return f"blk.{layer}.{_KEY_TO_GGUF[part]}.weight"
+    return f"{_KEY_TO_GGUF[key]}.weight"
+
+
+_KEY_TO_GGUF = {key: name for key, name, _ in LLAMA_GLOBAL_TENSORS + LLAMA_LAYER_TENSORS}
+
+
 def _bad(where: Path, what: str) -> ModelError:
     return ModelError(f"{where.name}: {what}; this is not a usable TIPO model file (re-download or re-export it)")
 
@@ -118,16 +157,7 @@ def check_llama(where: Path, shape: LlamaShape, tensors: dict[str, tuple[int, ..
         raise _bad(where, f"{shape.heads} attention heads are not a multiple of {shape.kv_heads} key/value heads")
     if shape.head_dim <= 0 or shape.head_dim % 2 or shape.head_dim > 1024:
         raise _bad(where, f"the head size is {shape.head_dim}; it must be even and in [2, 1024]")
-    h, v, f, q = shape.hidden, shape.vocab, shape.intermediate, shape.heads * shape.head_dim
-    expected: dict[str, tuple[int, ...]] = {"embed": (v, h), "norm": (h,)}
-    if not tied:
-        expected["lm_head"] = (v, h)
-    for i in range(shape.layers):
-        expected.update({
-            f"{i}.attn_norm": (h,), f"{i}.ffn_norm": (h,),
-            f"{i}.q": (q, h), f"{i}.k": (shape.kv_dim, h), f"{i}.v": (shape.kv_dim, h), f"{i}.o": (h, q),
-            f"{i}.gate": (f, h), f"{i}.up": (f, h), f"{i}.down": (h, f),
-        })
+    expected = llama_tensor_shapes(shape, tied)
     missing = [n for n in expected if n not in tensors]
     if missing:
         raise _bad(where, f"{len(missing)} of the {len(expected)} tensors its header's {shape.layers} layers "
@@ -251,19 +281,16 @@ class GGUFHeader:
     eos_id: int
 
 
-_GGUF_TENSORS = {
-    "token_embd": "embed", "output_norm": "norm", "output": "lm_head",
-    "attn_norm": "attn_norm", "ffn_norm": "ffn_norm", "attn_q": "q", "attn_k": "k", "attn_v": "v",
-    "attn_output": "o", "ffn_gate": "gate", "ffn_up": "up", "ffn_down": "down",
-}
+_GGUF_GLOBAL = {name: key for key, name, _ in LLAMA_GLOBAL_TENSORS}
+_GGUF_LAYER = {name: key for key, name, _ in LLAMA_LAYER_TENSORS}
 
 
 def _gguf_tensor_key(name: str) -> str | None:
     parts = name.split(".")
-    if len(parts) == 2 and parts[1] == "weight" and parts[0] in ("token_embd", "output_norm", "output"):
-        return _GGUF_TENSORS[parts[0]]
-    if len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[3] == "weight" and parts[2] in _GGUF_TENSORS:
-        return f"{int(parts[1])}.{_GGUF_TENSORS[parts[2]]}"
+    if len(parts) == 2 and parts[1] == "weight" and parts[0] in _GGUF_GLOBAL:
+        return _GGUF_GLOBAL[parts[0]]
+    if len(parts) == 4 and parts[0] == "blk" and parts[1].isdigit() and parts[3] == "weight" and parts[2] in _GGUF_LAYER:
+        return f"{int(parts[1])}.{_GGUF_LAYER[parts[2]]}"
     return None
 
 
@@ -429,14 +456,8 @@ def _check_gguf(path: Path, reader: Any) -> GGUFHeader:
 
 # --- HF folders -------------------------------------------------------------------------------
 
-_HF_TENSORS = {
-    "model.embed_tokens.weight": "embed", "model.norm.weight": "norm", "lm_head.weight": "lm_head",
-}
-_HF_LAYER = {
-    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "q",
-    "self_attn.k_proj": "k", "self_attn.v_proj": "v", "self_attn.o_proj": "o", "mlp.gate_proj": "gate",
-    "mlp.up_proj": "up", "mlp.down_proj": "down",
-}
+_HF_TENSORS = {f"{name}.weight": key for key, _, name in LLAMA_GLOBAL_TENSORS}
+_HF_LAYER = {name: key for key, _, name in LLAMA_LAYER_TENSORS}
 
 
 def _hf_tensor_key(name: str) -> str | None:
