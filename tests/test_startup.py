@@ -66,3 +66,27 @@ def test_the_text_commands_do_not_import_the_image_stage(tmp_path):
     env = dict(os.environ, TIPO_CACHE=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert run.stdout.strip() == "[]"
+
+
+def test_known_tags_are_cached_by_the_trained_list_and_survive_damage(monkeypatch, tmp_path, tiny_model):
+    from tipo import Expander, Request, plan
+
+    monkeypatch.setenv("TIPO_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(tiny_model.gguf_f32.read_bytes())
+    listed = tmp_path / "m.tags.txt"
+
+    def known(tags: list[str]) -> set[str]:
+        listed.write_text("".join(f"{t}\t1\n" for t in tags))
+        with Expander(model, n_threads=1, known_tags_only=True) as ex:
+            return set(ex._known_tags(plan(Request("1girl"))).categories)
+
+    assert known(["forest", "smile", "nude"]) == {"forest", "smile"}  # nude is above the default rating
+    files = list((tmp_path / "cache").glob("known-tags-*.marshal"))
+    assert len(files) == 1
+    assert known(["forest", "smile", "nude"]) == {"forest", "smile"}  # from the cache
+    assert known(["long hair"]) == {"long hair"}  # another list (a retrained model): never the old tags
+    assert len(list((tmp_path / "cache").glob("known-tags-*.marshal"))) == 2
+    for damaged in (b"", files[0].read_bytes()[:-7], files[0].read_bytes().replace(b"forest", b"fxrest")):
+        files[0].write_bytes(damaged)  # truncated or altered: ignored and rebuilt
+        assert known(["forest", "smile", "nude"]) == {"forest", "smile"}

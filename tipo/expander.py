@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -25,13 +26,13 @@ from .decoding import DecodeResult, DecodeRules, Sequence, decode
 from .errors import Cancelled, ModelError, RequestError, TipoError
 from .parse import parse_completion
 from .planner import META_KEYS, Field, Plan, Task, model_meta, plan, rebuild
-from .rating import Forbidden
+from .rating import Forbidden, rating_key
 from .registry import BUILTIN, ResolvedModel, license_notice, resolve
 from .request import Request, Sampling
 from .result import Expansion, Provenance, finish
 from .sampling import Sampler
 from .seeds import fresh_seed
-from .tags import Category, TagTable, default_table, read_tag_list
+from .tags import Category, TagTable, cache_table, cached_table, default_table, read_tag_list
 from .template import Preset, resolve_template
 
 __all__ = ["Expander", "expand", "fresh_seed"]
@@ -46,11 +47,17 @@ def known_tags_rule(model: ResolvedModel, known_tags_only: bool | None) -> bool:
     return (model.info is BUILTIN) if known_tags_only is None else bool(known_tags_only)
 
 
-def trained_tag_list(path: Path) -> list[str] | None:
-    """The tags a model was trained on, from the list beside it (``model.gguf`` ->
-    ``model.tags.txt``; an HF folder's ``tags.txt``), or None when there is none."""
+def trained_tag_file(path: Path) -> Path | None:
+    """The list of the tags a model was trained on, beside it (``model.gguf`` -> ``model.tags.txt``;
+    an HF folder's ``tags.txt``), or None when there is none."""
     candidate = path / "tags.txt" if path.is_dir() else path.with_suffix(".tags.txt")
-    return read_tag_list(candidate) if candidate.is_file() else None
+    return candidate if candidate.is_file() else None
+
+
+def trained_tag_list(path: Path) -> list[str] | None:
+    """The tags a model was trained on (see :func:`trained_tag_file`), or None."""
+    found = trained_tag_file(path)
+    return read_tag_list(found) if found is not None else None
 
 
 class Expander:
@@ -84,8 +91,8 @@ class Expander:
         self.backend_name = pick_backend(self.model.path, backend)
         license_notice(self.model)
         self.table = table or default_table()
-        self.trained_tags = trained_tag_list(self.model.path)
-        self._known_base = self.table.restricted(self.trained_tags) if self.trained_tags else self.table
+        self._trained_file = trained_tag_file(self.model.path)
+        self._known_base_table: TagTable | None = None
         self._known: dict[tuple[object, ...], TagTable] = {}  # per rating and ban box (small; cleared by close)
         self._lock = threading.Lock()
         self._batch_engine: BatchEngine | None = None
@@ -304,19 +311,39 @@ class Expander:
         return DecodeRules(planned, backend.vocab, self.table, known_tags_only=self.known_tags_only,
                            forbidden=forbidden, known=self._known_tags(planned, forbidden))
 
+    @property
+    def trained_tags(self) -> list[str] | None:
+        """The tags the model was trained on (the list beside it), or None when it has none."""
+        return read_tag_list(self._trained_file) if self._trained_file is not None else None
+
+    def _known_base(self) -> TagTable:
+        """The trained tags as a table (the whole table when the model has no list), made on first use."""
+        if self._known_base_table is None:
+            trained = self.trained_tags
+            self._known_base_table = self.table.restricted(trained) if trained else self.table
+        return self._known_base_table
+
     def _known_tags(self, p: Plan, forbidden: Forbidden | None = None) -> TagTable | None:
         """The known tags for known-tags-only decoding: the trained (or table) tags minus those
-        forbidden for this request; cached per rating and ban box. None when the rule is off."""
+        forbidden for this request; cached per rating and ban box, and for requests without bans
+        also in tipo's cache folder (see :func:`_known_cache_key`). None when the rule is off."""
         if not self.known_tags_only:
             return None
         key = (p.rating, p.request.ban, p.request.ban_regex)
         known = self._known.get(key)
         if known is None:
-            forbidden = forbidden or Forbidden.for_request(p.request, p.rating, self.table)
-            base = self._known_base
+            disk = None if (p.request.ban or p.request.ban_regex) else _known_cache_key(self.table, self._trained_file,
+                                                                                       p.rating)
+            known = cached_table("known-tags", disk) if disk else None
+            if known is None:
+                forbidden = forbidden or Forbidden.for_request(p.request, p.rating, self.table)
+                base = self._known_base()
+                known = base.restricted(n for n in base.categories if forbidden.tag_reason(n) is None)
+                if disk:
+                    cache_table("known-tags", disk, known)
             if len(self._known) > 32:
                 self._known.clear()
-            known = self._known[key] = base.restricted(n for n in base.categories if forbidden.tag_reason(n) is None)
+            self._known[key] = known
         return known
 
     def _finish(self, job: _Job, planned: Plan, ids: list[int], trimmed: list[str], out: DecodeResult,
@@ -395,6 +422,23 @@ class Expander:
             return p, backend.encode(p.prompt), trimmed
         raise ModelError(f"the request does not fit the model's context of {backend.n_ctx} tokens even after "
                          "trimming tags, caption and meta lines; shorten the input")
+
+
+def _known_cache_key(table: TagTable, trained: Path | None, rating: object) -> str | None:
+    """What the known tags of a request without bans depend on, as one digest: the tag table's
+    content, the trained-tag list's bytes (a retrained model with another list never reuses the
+    old tags), the rating vocabulary and the code that applies it, and the rating. None when the
+    table's content has no digest (a table built by the caller) or a file cannot be read."""
+    if table.source_key is None:
+        return None
+    try:
+        listed = trained.read_bytes() if trained is not None else b"(the whole table)"
+        code = Path(__file__).read_bytes()
+    except OSError:
+        return None
+    h = hashlib.sha256(b"known-tags 1\0" + code + b"\0" + table.source_key.encode() + b"\0" + rating_key().encode() + b"\0"
+                       + str(getattr(rating, "value", rating)).encode() + b"\0" + listed)
+    return h.hexdigest()[:32]
 
 
 def _watch(cancel: CancelHook | None, progress: ProgressHook | None) -> ProgressHook | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +38,7 @@ from .bans import BanList, TermMatcher, words
 from .tags import TagTable, default_table, normalize
 
 __all__ = ["RATING_OF_TAG", "Forbidden", "Rating", "RatingTerm", "RatingVocabulary", "default_vocabulary",
-           "resolve_rating"]
+           "rating_key", "resolve_rating"]
 
 
 class Rating(str, enum.Enum):
@@ -162,6 +163,19 @@ class _RatingMatcher(TermMatcher):
             if phrase not in self.tags_only:
                 out.setdefault(phrase[-1], []).append((phrase, why))
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def rating_key() -> str:
+    """A digest of the packaged vocabulary and the code that reads and applies it (this module and
+    :mod:`tipo.bans`), for caches of what is derived from them."""
+    from pathlib import Path
+
+    from . import bans
+
+    data = (resources.files("tipo") / "data" / "rating_terms.tsv").read_bytes()
+    code = Path(__file__).read_bytes() + Path(bans.__file__).read_bytes()
+    return hashlib.sha256(data + b"\0" + code).hexdigest()[:32]
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,6 +26,8 @@ from pathlib import Path
 __all__ = [
     "Category",
     "TagTable",
+    "cache_table",
+    "cached_table",
     "canonical",
     "categorize",
     "default_table",
@@ -165,11 +167,11 @@ class TagTable:
         ref = resources.files("tipo") / "data" / "danbooru_tags.tsv.gz"
         data = ref.read_bytes()
         key = hashlib.sha256(data + Path(__file__).read_bytes()).hexdigest()[:24]
-        cached = _cache_read(key)
-        if cached is not None:
-            return cached
-        table = cls.from_tsv_lines(gzip.decompress(data).decode("utf-8").splitlines())
-        _cache_write(key, table)
+        table = cached_table("tag-table", key)
+        if table is None:
+            table = cls.from_tsv_lines(gzip.decompress(data).decode("utf-8").splitlines())
+            cache_table("tag-table", key, table)
+        table.__dict__["_source_key"] = key
         return table
 
     @classmethod
@@ -190,6 +192,12 @@ class TagTable:
                 for alias in alias_text.split("\x1f"):
                     aliases.setdefault(alias, name)
         return cls(categories, counts, aliases)
+
+    @property
+    def source_key(self) -> str | None:
+        """A digest naming this table's content when it is known (the packaged table: its file and
+        the code that reads it), for caches of what is derived from it; None for other tables."""
+        return self.__dict__.get("_source_key")
 
     def restricted(self, names: Iterable[str]) -> TagTable:
         """The same table with only ``names`` (normalised; aliases of them kept): the tags a model
@@ -312,7 +320,7 @@ class TagTable:
         return self.categories.get(canon, Category.GENERAL)
 
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _CATEGORY_LIST = list(Category)
 
 
@@ -324,23 +332,31 @@ def cache_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".cache" / "tipo"
 
 
-def _cache_path(key: str) -> Path | None:
+def _cache_path(kind: str, key: str) -> Path | None:
     folder = cache_dir()
-    return None if folder is None else folder / f"tag-table-{key}-py{sys.version_info[0]}{sys.version_info[1]}.marshal"
+    return None if folder is None else folder / f"{kind}-{key}-py{sys.version_info[0]}{sys.version_info[1]}.marshal"
 
 
-def _cache_read(key: str) -> TagTable | None:
-    path = _cache_path(key)
+def cached_table(kind: str, key: str) -> TagTable | None:
+    """A table :func:`cache_table` kept under ``kind`` and ``key``; None when there is none, or it is
+    damaged or stale (the caller works the table out again and keeps it anew).
+
+    The file holds a digest of its payload, checked before the payload is read: a truncated or
+    otherwise damaged file is never unmarshalled."""
+    path = _cache_path(kind, key)
     if path is None:
         return None
     try:
-        blob = marshal.loads(path.read_bytes())
-        fmt, stored, names, cats, counts, alias_keys, alias_names, sorted_names, sorted_content = blob
-        if fmt != _CACHE_FORMAT or stored != key:
+        fmt, stored, digest, payload = marshal.loads(path.read_bytes())
+        if fmt != _CACHE_FORMAT or stored != key or not isinstance(payload, bytes) \
+                or hashlib.blake2b(payload, digest_size=16).digest() != digest:
             return None
+        names, cats, counts, alias_keys, alias_names, sorted_names, sorted_content = marshal.loads(payload)
         members = _CATEGORY_LIST
-        table = TagTable(dict(zip(names, [members[c] for c in cats], strict=True)), dict(zip(names, counts, strict=True)),
-                         dict(zip(alias_keys, alias_names, strict=True)))
+        table = TagTable(dict(zip(names, [members[c] for c in cats], strict=True)),
+                         dict(zip(names, counts, strict=True)), dict(zip(alias_keys, alias_names, strict=True)))
+        if not (isinstance(sorted_names, list) and isinstance(sorted_content, list)):
+            return None
     except (OSError, EOFError, ValueError, TypeError, IndexError):
         return None
     table.__dict__["_sorted_names"] = sorted_names
@@ -348,15 +364,17 @@ def _cache_read(key: str) -> TagTable | None:
     return table
 
 
-def _cache_write(key: str, table: TagTable) -> None:
-    path = _cache_path(key)
+def cache_table(kind: str, key: str, table: TagTable) -> None:
+    """Keep ``table`` (with its sorted name lists) in tipo's cache folder under ``kind`` and ``key``,
+    written whole or not at all; nothing happens when the cache is off or cannot be written."""
+    path = _cache_path(kind, key)
     if path is None:
         return
     index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
-    blob = marshal.dumps((_CACHE_FORMAT, key, list(table.categories), [index[c] for c in table.categories.values()],
-                          list(table.counts.values()), list(table.aliases), list(table.aliases.values()),
-                          table._sorted_names, table._sorted_content))
-    write_atomic(path, blob)
+    payload = marshal.dumps((list(table.categories), [index[c] for c in table.categories.values()],
+                             [table.counts[n] for n in table.categories], list(table.aliases),
+                             list(table.aliases.values()), table._sorted_names, table._sorted_content))
+    write_atomic(path, marshal.dumps((_CACHE_FORMAT, key, hashlib.blake2b(payload, digest_size=16).digest(), payload)))
 
 
 def write_atomic(path: Path, data: bytes) -> bool:
