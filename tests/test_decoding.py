@@ -271,6 +271,37 @@ def test_sampler_greedy_and_filters():
     assert MinP(0.2).keep(logits) == 3
 
 
+def test_top_k_fast_paths_give_the_general_answer():
+    """The shortcuts (block maxima, one partition, only the ids left by the mask) answer exactly
+    as the general path (all finite logits, partitioned, sorted by logit then id), ties and
+    -inf included."""
+    from tipo.sampling import _top_k_small, _top_k_unique
+
+    def general(logits: np.ndarray, k: int) -> list[int]:
+        finite = np.flatnonzero(np.isfinite(logits))
+        if k < finite.size:
+            finite = finite[np.argpartition(logits[finite], -k)[-k:]]
+        return finite[np.lexsort((finite, -logits[finite]))].tolist()
+
+    rng = np.random.default_rng(0)
+    tried = 0
+    for size in (40, 300, 4013, 20000):
+        for case in range(12):
+            logits = (rng.normal(size=size) * 3).astype(np.float32)
+            if case % 3 == 1:
+                logits = np.round(logits)  # ties
+            banned = np.zeros(size, dtype=bool)
+            banned[rng.integers(0, size, size * (case % 4) // 4)] = True
+            logits[banned] = -np.inf
+            for k in (1, 5, 80, size // 2):
+                want = general(logits, k)
+                for fast in (_top_k_small(logits, k), _top_k_unique(logits, k)):
+                    assert fast is None or fast.tolist() == want
+                assert TopK(k).candidates(logits, banned).tolist() == want
+                tried += 1
+    assert tried == 4 * 12 * 4
+
+
 def test_sampler_is_seeded_locally_and_reproducible():
     logits = np.random.default_rng(1).normal(size=100).astype(np.float32)
     a = [Sampler(Sampling(seed=7)).pick(logits, []) for _ in range(3)]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import bisect
 import codecs
-import re
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -95,7 +94,7 @@ class DecodeContext:
         self.vocab = vocab
         self.table = table or default_table()
         self.bans = BanList.from_request(plan.request, self.table)
-        self.forbidden = forbidden or Forbidden(self.bans, plan.rating, table=self.table)
+        self.forbidden = forbidden or Forbidden.for_request(plan.request, plan.rating, self.table)
         self.known = known or self.table
         self.min_tags, self.cap = plan.length.tag_range
         self.gen_meta = plan.request.gen_meta
@@ -127,6 +126,19 @@ class DecodeContext:
         return out
 
 
+def _shared(vocab: TokenText, name: str, owner: object, key: tuple[object, ...] = ()) -> dict:  # type: ignore[type-arg]
+    """A memo the rules of every request on one vocabulary share: one per rule kind ``name``,
+    object ``owner`` (a table; compared by identity, and kept alive with the memo) and ``key``."""
+    memos = vocab.__dict__.setdefault("_rule_memos", {})
+    slot = (name, id(owner), key)
+    entry = memos.get(slot)
+    if entry is None or entry[0] is not owner:
+        if len(memos) > 32:
+            memos.clear()
+        entry = memos[slot] = (owner, {})
+    return entry[1]
+
+
 # -- the incremental state -------------------------------------------------------------------
 class DecodeState:
     """What the completion written so far means for the rules, updated one token at a time.
@@ -153,6 +165,8 @@ class DecodeState:
         self._separated = False  # the completion holds a comma or a newline
         self._version = 0  # counts feeds: the cached tag view below is for one version
         self._view_at = -1
+        self._is_tags_at = -1
+        self._is_tags = False
         self._tags_head: str | None = None
         self.tags_done: list[str] = []
         self.line_keys: frozenset[str] = frozenset()
@@ -239,10 +253,14 @@ class DecodeState:
     @property
     def line_is_tags(self) -> bool:
         """The current line is a tag list (the tag line or a meta line)."""
-        line = self._line
-        if self._n_lines > 1 and not (":" in line and line.split(":", 1)[0] in KEYS):
-            return False
-        return self.field == "tag" or self.field in _META_LINE_KEYS
+        if self._is_tags_at != self._version:
+            self._is_tags_at = self._version
+            line = self._line
+            if self._n_lines > 1 and not (":" in line and line.split(":", 1)[0] in KEYS):
+                self._is_tags = False
+            else:
+                self._is_tags = self.field == "tag" or self.field in _META_LINE_KEYS
+        return self._is_tags
 
     @property
     def partial(self) -> str:
@@ -318,6 +336,10 @@ class Rule:
     def apply(self, step: Step) -> bool:
         raise NotImplementedError
 
+    def idle(self) -> bool:
+        """True when the rule can never act on this request (it is then not called at all)."""
+        return False
+
     def __repr__(self) -> str:
         return type(self).__name__
 
@@ -348,6 +370,9 @@ class FieldKey(Rule):
 class ValueStartsWithSpace(Rule):
     """A ``key:`` the prompt opened empty is followed by a space, as in training (``key: value``)."""
 
+    def idle(self) -> bool:
+        return not self.ctx.opens_empty
+
     def apply(self, step: Step) -> bool:
         if self.ctx.opens_empty and step.state.empty:
             np.logical_or(step.mask, self.vocab.not_starts_space, out=step.mask)
@@ -370,6 +395,9 @@ class _TagLineRule(Rule):
 class FirstTokenEndsUserTag(_TagLineRule):
     """The user's last tag is complete: the first token may only add ``, next`` or end the line,
     never extend the user's tag (``forest`` -> ``forestry``)."""
+
+    def idle(self) -> bool:
+        return not self.ctx.continues_tags
 
     def on_tags(self, step: Step) -> None:
         if self.ctx.continues_tags and step.state.empty:
@@ -409,6 +437,9 @@ class ClassCap(_TagLineRule):
 class NoEosWhileCaptionOwed(_TagLineRule):
     """Fields still to write after the tags: the text cannot end on the ``tag:`` line."""
 
+    def idle(self) -> bool:
+        return self.ctx.fields[-1] == "tag"
+
     def on_tags(self, step: Step) -> None:
         if step.state.field == "tag" and self.ctx.fields[-1] != "tag":
             step.mask[self.vocab.eos_id] = True
@@ -443,11 +474,51 @@ class AlreadyWritten(_CompletingRule):
     so duplicates never eat into the length class. Until the completion leaves the prompt's last
     tag, the tag being written is the user's own."""
 
+    def __init__(self, ctx: DecodeContext) -> None:
+        super().__init__(ctx)
+        # per text written so far in the tag: the canonical keys it could be completed to, each
+        # with the ids completing it (terminators as an array, EOS as a flag); the same for every
+        # request on this vocabulary and table
+        self._keys: dict[str, dict[str, tuple[list[np.ndarray], bool]]] = _shared(self.vocab, "written", ctx.table)
+
     def active(self, step: Step) -> bool:
         return step.state.separated
 
     def hit(self, step: Step, text: str) -> bool:
         return self.ctx.key(text) in step.state.seen()
+
+    def on_tags(self, step: Step) -> None:
+        if not self.active(step):
+            return
+        partial = step.state.partial
+        by_key = self._keys.get(partial)
+        if by_key is None:
+            by_key = self._completions(partial)
+        seen = step.state.seen()
+        if len(seen) < len(by_key):
+            found = [by_key[k] for k in seen if k in by_key]
+        else:
+            found = [v for k, v in by_key.items() if k in seen]
+        for ids, eos in found:
+            for group in ids:
+                step.mask[group] = True
+            if eos:
+                step.mask[self.vocab.eos_id] = True
+
+    def _completions(self, partial: str) -> dict[str, tuple[list[np.ndarray], bool]]:
+        ctx = self.ctx
+        out: dict[str, tuple[list[np.ndarray], bool]] = {}
+        for before, ids in self.vocab.terminator_groups:
+            text = partial + before
+            if ctx.normalize(text):
+                out.setdefault(ctx.key(text), ([], False))[0].append(ids)
+        if ctx.normalize(partial):
+            key = ctx.key(partial)
+            out[key] = (out.get(key, ([], False))[0], True)
+        if len(self._keys) > 4096:
+            self._keys.clear()
+        self._keys[partial] = out
+        return out
 
 
 class ForbiddenTags(_CompletingRule):
@@ -455,15 +526,45 @@ class ForbiddenTags(_CompletingRule):
     rating (:mod:`tipo.rating`) cannot be completed, in any tag line. Until the completion leaves
     the prompt's last tag, the tag being written is the user's own and is left alone."""
 
+    def __init__(self, ctx: DecodeContext) -> None:
+        super().__init__(ctx)
+        # per text written so far in the tag: the terminators completing a forbidden tag, and
+        # whether EOS does; shared by the requests that forbid the same terms
+        key = ctx.forbidden.cache_key
+        self._hits: dict[str, tuple[np.ndarray | None, bool]] = (
+            {} if key is None else _shared(self.vocab, "forbidden tags", ctx.forbidden.table, key))
+
+    def idle(self) -> bool:
+        return not self.ctx.forbidden
+
     def active(self, step: Step) -> bool:
         return bool(self.ctx.forbidden) and (step.state.separated or not self.ctx.continues_tags)
 
     def hit(self, step: Step, text: str) -> bool:
         return self.ctx.forbidden.tag_reason(text) is not None
 
+    def on_tags(self, step: Step) -> None:
+        if not self.active(step):
+            return
+        partial = step.state.partial
+        found = self._hits.get(partial)
+        if found is None:
+            norm = self.ctx.normalize
+            groups = [ids for before, ids in self.vocab.terminator_groups
+                      if norm(partial + before) and self.hit(step, partial + before)]
+            eos = bool(norm(partial)) and self.hit(step, partial)
+            found = (np.concatenate(groups) if groups else None, eos)
+            if len(self._hits) > 4096:
+                self._hits.clear()
+            self._hits[partial] = found
+        ids, eos = found
+        if ids is not None:
+            step.mask[ids] = True
+        if eos:
+            step.mask[self.vocab.eos_id] = True
+
 
 _CAPTION_FIELDS = ("short", "long")
-_LAST_WORD = re.compile(r"[^\W_]*\Z")
 
 
 class ForbiddenWords(Rule):
@@ -479,6 +580,11 @@ class ForbiddenWords(Rule):
         self.active = bool(m.phrases or m.caption_phrases or m.patterns)
         self.static = np.zeros(ctx.vocab.size, dtype=bool)
         self.endings: tuple[str, ...] = ()
+        self._before: tuple[str, tuple[str, ...]] = ("", ())  # the text before the last word, its words
+        key = ctx.forbidden.cache_key
+        self._hits: dict[tuple[tuple[str, ...], str], tuple[np.ndarray | None, bool]] = (
+            {} if key is None else _shared(self.vocab, "forbidden words", ctx.forbidden.table, key))
+        self._after: dict[str, list[tuple[str, np.ndarray]]] = {}
         if not self.active:
             return
         forbidden = ctx.forbidden
@@ -488,33 +594,66 @@ class ForbiddenWords(Rule):
                 self.static[i] = True
         self.endings = m.caption_last_words
 
+    def idle(self) -> bool:
+        return not self.active
+
     def apply(self, step: Step) -> bool:
         st = step.state
         if not self.active or st.field not in _CAPTION_FIELDS or st.line_is_tags or st.pending_key is not None:
             return False
-        mask, v, forbidden = step.mask, self.vocab, self.ctx.forbidden
+        mask, v = step.mask, self.vocab
         np.logical_or(mask, self.static, out=mask)
         line = st.line
-        m = _LAST_WORD.search(line)
-        partial = m.group(0).lower() if m else ""
-        prev = words(line[: len(line) - len(partial)])[-4:]
-        leads = v.word_leads
-        endings = self.endings
-        i = bisect.bisect_left(endings, partial)
-        while i < len(endings) and endings[i].startswith(partial):
-            word = endings[i]
-            ids = leads.get(word[len(partial):])
-            if ids is not None and forbidden.word_reason(prev, word):
-                mask[ids] = True
-            i += 1
-        if forbidden.matcher.patterns:
-            for lead, ids in leads.items():
-                word = partial + lead
-                if word and any(p.match(word) for p, _ in forbidden.matcher.patterns):
-                    mask[ids] = True
-        if partial and forbidden.word_reason(prev, partial):
+        cut = len(line)  # the word being written: the letters and digits at the end ([^\W_]*\Z)
+        while cut and line[cut - 1].isalnum():
+            cut -= 1
+        partial = line[cut:].lower()
+        before = line[: len(line) - len(partial)]
+        if before != self._before[0]:
+            self._before = (before, words(before)[-4:])
+        prev = self._before[1]
+        key = (prev, partial)
+        hit = self._hits.get(key)
+        if hit is None:
+            hit = self._work_out(prev, partial)
+        ids, eos = hit
+        if ids is not None:
+            mask[ids] = True
+        if eos:
             mask[v.eos_id] = True
         return False
+
+    def _work_out(self, prev: tuple[str, ...], partial: str) -> tuple[np.ndarray | None, bool]:
+        """The tokens that would complete a forbidden word after ``prev`` and ``partial`` (None:
+        none), and whether EOS would; kept for the next steps of the same word."""
+        forbidden, leads = self.ctx.forbidden, self.vocab.word_leads
+        groups = [ids for word, ids in self._endings_after(partial) if forbidden.word_reason(prev, word)]
+        if forbidden.matcher.patterns:
+            groups += [ids for lead, ids in leads.items()
+                       if (partial + lead) and any(p.match(partial + lead) for p, _ in forbidden.matcher.patterns)]
+        hit = (np.concatenate(groups) if groups else None, bool(partial and forbidden.word_reason(prev, partial)))
+        if len(self._hits) > 4096:
+            self._hits.clear()
+        self._hits[(prev, partial)] = hit
+        return hit
+
+    def _endings_after(self, partial: str) -> list[tuple[str, np.ndarray]]:
+        """The forbidden caption words that start with ``partial`` and have tokens that complete
+        and end them, with those tokens."""
+        found = self._after.get(partial)
+        if found is None:
+            leads, endings = self.vocab.word_leads, self.endings
+            found = []
+            i = bisect.bisect_left(endings, partial)
+            while i < len(endings) and endings[i].startswith(partial):
+                ids = leads.get(endings[i][len(partial):])
+                if ids is not None:
+                    found.append((endings[i], ids))
+                i += 1
+            if len(self._after) > 4096:
+                self._after.clear()
+            self._after[partial] = found
+        return found
 
 
 _Memo = tuple[np.ndarray, dict[int, frozenset[str]], dict[str, list[int]]]
@@ -564,7 +703,7 @@ class KnownTagsOnly(_TagLineRule):
         np.copyto(scratch, step.logits, casting="unsafe")
         np.putmask(scratch, mask, -np.inf)
         k = min(self.top, scratch.size)
-        order = np.argpartition(scratch, -k)[-k:]
+        order = scratch.argpartition(-k)[-k:]
         order = order[np.isfinite(scratch[order])]
         ok = self._admit(order, partial, norm, content, seen)
         eos = order == v.eos_id
@@ -751,6 +890,7 @@ class DecodeRules:
         if known_tags_only:
             factories.append(KnownTagsOnly)
         self.rules: list[Rule] = [make(self.ctx) for make in factories]
+        self._live = [rule for rule in self.rules if not rule.idle()]  # the rules that can act here
         self.stop_condition = StopCondition(self.ctx)
 
     def new_state(self) -> DecodeState:
@@ -765,7 +905,7 @@ class DecodeRules:
         with the tokens forbidden now."""
         mask.fill(False)
         step = Step(st, logits, mask)
-        for rule in self.rules:
+        for rule in self._live:
             if rule.apply(step):
                 break
         return step

@@ -219,9 +219,16 @@ class Forbidden:
         self.matcher = bans.matcher | (vocabulary or default_vocabulary()).matcher(self.rating)
         self._tags: dict[str, str | None] = {}
 
+    #: What the forbidden terms are made of, when known (requests' ban boxes and rating with the
+    #: packaged vocabulary): equal keys and tables forbid the same terms, so what is worked out
+    #: from them can be shared. None for other instances.
+    cache_key: tuple[object, ...] | None = None
+
     @classmethod
     def for_request(cls, request: object, rating: Rating | str, table: TagTable | None = None) -> Forbidden:
-        return cls(BanList.from_request(request, table), rating, table=table)
+        out = cls(BanList.from_request(request, table), rating, table=table)
+        out.cache_key = (out.rating.value, tuple(getattr(request, "ban", ())), tuple(getattr(request, "ban_regex", ())))
+        return out
 
     def __bool__(self) -> bool:
         return bool(self.matcher)

@@ -53,18 +53,48 @@ class TopK:
             raise RequestError(f"top_k={k!r} must be >= 0 (0 = off)")
         self.k = int(k)
 
-    def candidates(self, logits: np.ndarray) -> np.ndarray:
-        if self.k:
-            fast = _top_k_unique(logits, self.k)
+    def candidates(self, logits: np.ndarray, banned: np.ndarray | None = None) -> np.ndarray:
+        """``banned``: a mask of ids whose logits are -inf, when known (it narrows the search)."""
+        k = self.k
+        allowed = None if banned is None else banned.size - int(np.count_nonzero(banned))
+        if k and (allowed is None or allowed > k):
+            if logits.size // _BLOCK >= k:
+                fast = _top_k_unique(logits, k)
+            else:  # partitioning is slow with many equal values (-inf)
+                fast = _top_k_small(logits, k) if allowed is None or 4 * allowed > 3 * logits.size else None
             if fast is not None:
                 return fast
-        finite = np.flatnonzero(np.isfinite(logits))
+        if allowed is not None and 4 * allowed < logits.size:  # few left: look only at those
+            finite = (~banned).nonzero()[0]  # type: ignore[operator]
+            finite = finite[np.isfinite(logits[finite])]
+        else:
+            finite = np.flatnonzero(np.isfinite(logits))
         if self.k and self.k < finite.size:
             part = np.argpartition(logits[finite], -self.k)[-self.k :]
             finite = finite[part]
         # Best first; ties broken by token id so results never depend on sort internals.
         order = np.lexsort((finite, -logits[finite]))
         return finite[order]
+
+
+def _top_k_small(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """TopK.candidates for a vocabulary too small for :func:`_top_k_unique`, when the answer is
+    unique: the k-th largest value from one partition of the values, then the ids at or above it.
+    None (the general path) when that is not exactly k finite logits (a tie at the k-th place,
+    fewer than k finite logits, NaN or +inf among the largest)."""
+    n = logits.size
+    if logits.ndim != 1 or not 0 < k < n:
+        return None
+    top = logits.copy()
+    top.partition(n - k)
+    top = top[n - k :]
+    bound = top[0]
+    if not (np.isfinite(bound) and np.isfinite(top.max())):
+        return None
+    ids = (logits >= bound).nonzero()[0]
+    if ids.size != k:
+        return None
+    return ids[np.lexsort((ids, -logits[ids]))]
 
 
 _BLOCK = 64
@@ -104,15 +134,17 @@ def _top_k_unique(logits: np.ndarray, k: int) -> np.ndarray | None:
     return ids[order]
 
 
-def _shifted_exp(logits: np.ndarray) -> np.ndarray:
-    """exp(logit - max) in float64: softmax before normalising."""
-    return np.exp(logits.astype(np.float64) - float(logits.max()))
+def _shifted_exp(logits: np.ndarray, best_first: bool = False) -> np.ndarray:
+    """exp(logit - max) in float64: softmax before normalising. ``best_first``: the logits are
+    sorted best first (candidates), so the maximum is the first."""
+    top = float(logits[0]) if best_first else float(logits.max())
+    return np.exp(logits.astype(np.float64) - top)
 
 
 def _softmax(logits: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
     """Softmax in float64; ``z`` is :func:`_shifted_exp` of the same logits when already known."""
     z = _shifted_exp(logits) if z is None else z
-    return z / z.sum()
+    return z / float(z.sum())
 
 
 class TopP:
@@ -127,8 +159,8 @@ class TopP:
     def keep(self, logits: np.ndarray, z: np.ndarray | None = None) -> int:
         if self.p >= 1.0:
             return logits.size
-        cum = np.cumsum(_softmax(logits, z))
-        return min(int(np.searchsorted(cum, self.p, side="left")) + 1, int(logits.size))
+        cum = _softmax(logits, z).cumsum()
+        return min(int(cum.searchsorted(self.p, side="left")) + 1, int(logits.size))
 
 
 class MinP:
@@ -212,19 +244,19 @@ class Sampler:
             if not np.isfinite(work).any():
                 raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
             return int(np.argmax(work))
-        ids = self.top_k.candidates(work)
+        ids = self.top_k.candidates(work, banned)
         if ids.size == 0:
             raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
         cand = work[ids]
         # candidates are sorted best first, so exp(logit - max) of a prefix is a prefix of this
-        z = _shifted_exp(cand) if self.top_p.p < 1.0 or self.min_p.p > 0.0 else None
+        z = _shifted_exp(cand, best_first=True) if self.top_p.p < 1.0 or self.min_p.p > 0.0 else None
         n = self.top_p.keep(cand, z)
         n = min(n, self.min_p.keep(cand[:n], None if z is None else z[:n]))
         return self._draw(ids, cand, n)
 
     def _draw(self, ids: np.ndarray, cand: np.ndarray, n: int) -> int:
         ids, cand = ids[:n], cand[:n]
-        probs = _softmax(cand / np.float32(self.settings.temperature))
-        cum = np.cumsum(probs)
+        z = _shifted_exp(cand / np.float32(self.settings.temperature), best_first=True)
+        cum = (z / float(z.sum())).cumsum()
         r = self.rng.random() * cum[-1]
-        return int(ids[min(int(np.searchsorted(cum, r, side="right")), n - 1)])
+        return int(ids[min(int(cum.searchsorted(r, side="right")), n - 1)])
