@@ -17,18 +17,37 @@ def _load(monkeypatch, folder):
 
 
 def test_the_tag_table_cache_gives_the_same_table_and_survives_damage(monkeypatch, tmp_path):
+    from tipo.tags import _IndexedTable
+
     monkeypatch.setenv("TIPO_CACHE", "off")
     fresh = TagTable.load_packaged()
+    probes = ["long hair", "Longhair", "1girl", "score_9", "forest", "qqqzz", "\ud800", "", "é", *list(fresh.aliases)[:300:7]]
     first = _load(monkeypatch, tmp_path)  # parses and writes the cache
-    files = list(tmp_path.glob("tag-table-*.marshal"))
+    files = list(tmp_path.glob("tag-index-*.marshal"))
     assert len(files) == 1 and not list(tmp_path.glob(".*.tmp"))
-    second = _load(monkeypatch, tmp_path)  # reads it
+    second = _load(monkeypatch, tmp_path)  # reads it: lookups from the index, no dictionaries built
+    assert type(second) is _IndexedTable
+    for p in probes:
+        assert (second.canonical(p), second.category(p), second.is_known(p)) == \
+            (fresh.canonical(p), fresh.category(p), fresh.is_known(p))
+    assert "_dicts" not in second.__dict__
     for table in (first, second):
         assert table.categories == fresh.categories and table.aliases == fresh.aliases and table.counts == fresh.counts
+        assert list(table.categories) == list(fresh.categories)  # the file's order
         assert table._sorted_names == fresh._sorted_names and table._sorted_content == fresh._sorted_content
-    files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated: ignored and rewritten
-    assert _load(monkeypatch, tmp_path).categories == fresh.categories
-    assert len(files[0].read_bytes()) > 1000
+    data = files[0].read_bytes()
+    flipped = [data[:i] + bytes([data[i] ^ 1]) + data[i + 1:] for i in (60, len(data) // 4, len(data) // 3)]
+    for damaged in (data[:1000], data[:-50], *flipped):
+        files[0].write_bytes(damaged)  # truncated or altered: ignored and rewritten
+        table = _load(monkeypatch, tmp_path)
+        assert table.categories == fresh.categories and [table.canonical(p) for p in probes] == \
+            [fresh.canonical(p) for p in probes]
+        assert files[0].read_bytes() == data
+    # the part read only when the dictionaries are needed, altered after the file was opened
+    opened = _load(monkeypatch, tmp_path)
+    payload, digest = opened.__dict__["_payload"]
+    opened.__dict__["_payload"] = (payload[:-9] + b"x" * 9, digest)
+    assert opened.aliases == fresh.aliases and opened._sorted_content == fresh._sorted_content
 
 
 def test_an_unwritable_cache_folder_is_no_error(monkeypatch, tmp_path):

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -162,15 +163,17 @@ class TagTable:
         result is kept in tipo's cache folder (``$TIPO_CACHE`` or ``~/.cache/tipo``; ``TIPO_CACHE=off``
         turns it off) in a form that loads in a few milliseconds: written once, atomically, when
         the table is first loaded (never at import), keyed by the table file and this module's
-        source, and ignored when unreadable or stale.
+        source, and ignored when unreadable or stale. The table read from it answers lookups of
+        single tags from a sorted index and builds its dictionaries only when something needs
+        them whole (see :class:`_IndexedTable`).
         """
         ref = resources.files("tipo") / "data" / "danbooru_tags.tsv.gz"
         data = ref.read_bytes()
         key = hashlib.sha256(data + Path(__file__).read_bytes()).hexdigest()[:24]
-        table = cached_table("tag-table", key)
+        table: TagTable | None = _IndexedTable.read(key)
         if table is None:
             table = cls.from_tsv_lines(gzip.decompress(data).decode("utf-8").splitlines())
-            cache_table("tag-table", key, table)
+            _IndexedTable.write(key, table)
         table.__dict__["_source_key"] = key
         return table
 
@@ -224,7 +227,7 @@ class TagTable:
         out = self._canonical_cache.get(tag)
         if out is None:
             key = normalize(tag)
-            out = key if key in self.categories else self.aliases.get(key, key)
+            out = key if self._category_of(key) is not None else (self._alias_of(key) or key)
             cache = self._canonical_cache
             if len(cache) > 200_000:
                 cache.clear()
@@ -243,7 +246,8 @@ class TagTable:
     def is_known(self, tag: str) -> bool:
         """True when the tag (or an alias of it) is in the table or a fixed list."""
         key = self.canonical(tag)
-        return key in self.categories or key in SPECIAL_TAGS or key in QUALITY_TAGS or key in RATING_TAGS
+        return (self._category_of(key) is not None or key in SPECIAL_TAGS or key in QUALITY_TAGS
+                or key in RATING_TAGS)
 
     @functools.cached_property
     def _sorted_names(self) -> list[str]:
@@ -309,7 +313,7 @@ class TagTable:
     def category(self, tag: str) -> Category:
         """The category of a tag: fixed lists first, then the table, else ``general``."""
         key = normalize(tag)
-        for candidate in (key, self.aliases.get(key, key)):
+        for candidate in (key, self._alias_of(key) or key):
             if candidate in SPECIAL_TAGS:
                 return Category.SPECIAL
             if candidate in QUALITY_TAGS:
@@ -317,7 +321,16 @@ class TagTable:
             if candidate in RATING_TAGS:
                 return Category.RATING
         canon = self.canonical(key)
-        return self.categories.get(canon, Category.GENERAL)
+        return self._category_of(canon) or Category.GENERAL
+
+    # Point lookups: every method above reads the table through these two.
+    def _category_of(self, name: str) -> Category | None:
+        """The category of a table name (None: not a name of the table)."""
+        return self.categories.get(name)
+
+    def _alias_of(self, key: str) -> str | None:
+        """The name an alias stands for (None: not an alias)."""
+        return self.aliases.get(key)
 
 
 _CACHE_FORMAT = 2
@@ -351,17 +364,9 @@ def cached_table(kind: str, key: str) -> TagTable | None:
         if fmt != _CACHE_FORMAT or stored != key or not isinstance(payload, bytes) \
                 or hashlib.blake2b(payload, digest_size=16).digest() != digest:
             return None
-        names, cats, counts, alias_keys, alias_names, sorted_names, sorted_content = marshal.loads(payload)
-        members = _CATEGORY_LIST
-        table = TagTable(dict(zip(names, [members[c] for c in cats], strict=True)),
-                         dict(zip(names, counts, strict=True)), dict(zip(alias_keys, alias_names, strict=True)))
-        if not (isinstance(sorted_names, list) and isinstance(sorted_content, list)):
-            return None
+        return _table_from_payload(payload)
     except (OSError, EOFError, ValueError, TypeError, IndexError):
         return None
-    table.__dict__["_sorted_names"] = sorted_names
-    table.__dict__["_sorted_content"] = sorted_content
-    return table
 
 
 def cache_table(kind: str, key: str, table: TagTable) -> None:
@@ -370,11 +375,29 @@ def cache_table(kind: str, key: str, table: TagTable) -> None:
     path = _cache_path(kind, key)
     if path is None:
         return
-    index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
-    payload = marshal.dumps((list(table.categories), [index[c] for c in table.categories.values()],
-                             [table.counts[n] for n in table.categories], list(table.aliases),
-                             list(table.aliases.values()), table._sorted_names, table._sorted_content))
+    payload = _table_payload(table)
     write_atomic(path, marshal.dumps((_CACHE_FORMAT, key, hashlib.blake2b(payload, digest_size=16).digest(), payload)))
+
+
+def _table_payload(table: TagTable) -> bytes:
+    index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
+    return marshal.dumps((list(table.categories), [index[c] for c in table.categories.values()],
+                          [table.counts[n] for n in table.categories], list(table.aliases),
+                          list(table.aliases.values()), table._sorted_names, table._sorted_content))
+
+
+def _table_from_payload(payload: bytes) -> TagTable:
+    """The table of :func:`_table_payload` (raises ValueError, TypeError or IndexError on a
+    payload of another shape)."""
+    names, cats, counts, alias_keys, alias_names, sorted_names, sorted_content = marshal.loads(payload)
+    members = _CATEGORY_LIST
+    table = TagTable(dict(zip(names, [members[c] for c in cats], strict=True)),
+                     dict(zip(names, counts, strict=True)), dict(zip(alias_keys, alias_names, strict=True)))
+    if not (isinstance(sorted_names, list) and isinstance(sorted_content, list)):
+        raise TypeError("sorted names are not lists")
+    table.__dict__["_sorted_names"] = sorted_names
+    table.__dict__["_sorted_content"] = sorted_content
+    return table
 
 
 def write_atomic(path: Path, data: bytes) -> bool:
@@ -394,6 +417,169 @@ def write_atomic(path: Path, data: bytes) -> bool:
     except OSError:
         return False
     return True
+_INDEX_MAGIC = b"tipo-tag-index\x00\x01"
+_WHOLE_LOCK = threading.Lock()
+
+
+class _IndexedTable(TagTable):
+    """The packaged table as read from tipo's cache: point lookups (:meth:`canonical`,
+    :meth:`category`, :meth:`is_known`) are answered from a sorted index of the names and aliases
+    (binary search over their UTF-8 bytes), so a start that looks up a few tags never builds the
+    dictionaries of 170,000 entries; the dictionaries and sorted lists are made the first time
+    something needs them, from a second part of the same file.
+
+    File layout: a magic string, a marshalled header (format, key, byte order, the five parts'
+    lengths and digests), then the parts: the keys' UTF-8 bytes in byte order (= code point
+    order), their offsets (uint32, one more than the keys), each key's category index (int8, -1
+    when it is no name), each key's alias target (int32 index of the name, -1 when it is no alias)
+    and the whole table in :func:`cache_table`'s form (read lazily, its digest checked then).
+    """
+
+    categories = property(lambda self: self._whole()[0])  # type: ignore[assignment]
+    counts = property(lambda self: self._whole()[1])  # type: ignore[assignment]
+    aliases = property(lambda self: self._whole()[2])  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickles as a plain table
+        return (TagTable, (self.categories, self.counts, self.aliases))
+
+    @functools.cached_property
+    def _sorted_names(self) -> list[str]:
+        self._whole()
+        return self.__dict__["_sorted_names"]  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def _sorted_content(self) -> list[str]:
+        self._whole()
+        return self.__dict__["_sorted_content"]  # type: ignore[no-any-return]
+
+    def _whole(self) -> tuple[dict[str, Category], dict[str, int], dict[str, str]]:
+        whole = self.__dict__.get("_dicts")
+        if whole is not None:
+            return whole  # type: ignore[no-any-return]
+        with _WHOLE_LOCK:
+            return self._read_whole()
+
+    def _read_whole(self) -> tuple[dict[str, Category], dict[str, int], dict[str, str]]:
+        whole = self.__dict__.get("_dicts")
+        if whole is None:
+            payload, digest = self.__dict__["_payload"]
+            table = None
+            if hashlib.blake2b(payload, digest_size=16).digest() == digest:
+                with contextlib.suppress(EOFError, ValueError, TypeError, IndexError):
+                    table = _table_from_payload(payload)
+            if table is None:  # damaged since it was opened: read the packaged file again
+                data = (resources.files("tipo") / "data" / "danbooru_tags.tsv.gz").read_bytes()
+                table = TagTable.from_tsv_lines(gzip.decompress(data).decode("utf-8").splitlines())
+            self.__dict__.setdefault("_sorted_names", table._sorted_names)
+            self.__dict__.setdefault("_sorted_content", table._sorted_content)
+            whole = self.__dict__["_dicts"] = (table.categories, table.counts, table.aliases)
+            del self.__dict__["_payload"]
+        return whole  # type: ignore[no-any-return]
+
+    def _find(self, key: str) -> int:
+        """The index of ``key`` among the sorted keys, or -1."""
+        try:
+            want = key.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: never a key
+            return -1
+        blob, off = self.__dict__["_blob"], self.__dict__["_off"]
+        lo, hi = 0, len(off) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if blob[off[mid]:off[mid + 1]] < want:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(off) - 1 and blob[off[lo]:off[lo + 1]] == want else -1
+
+    def _category_of(self, name: str) -> Category | None:
+        whole = self.__dict__.get("_dicts")
+        if whole is not None:
+            return whole[0].get(name)
+        i = self._find(name)
+        c = self.__dict__["_cat"][i] if i >= 0 else -1
+        return _CATEGORY_LIST[c] if c >= 0 else None
+
+    def _alias_of(self, key: str) -> str | None:
+        whole = self.__dict__.get("_dicts")
+        if whole is not None:
+            return whole[2].get(key)
+        i = self._find(key)
+        j = self.__dict__["_target"][i] if i >= 0 else -1
+        if j < 0:
+            return None
+        blob, off = self.__dict__["_blob"], self.__dict__["_off"]
+        return blob[off[j]:off[j + 1]].decode("utf-8")  # type: ignore[no-any-return]
+
+    @classmethod
+    def read(cls, key: str) -> _IndexedTable | None:
+        """The table kept under ``key``, or None when there is none or it is damaged or stale."""
+        path = _cache_path("tag-index", key)
+        if path is None:
+            return None
+        try:
+            data = memoryview(path.read_bytes())
+            if bytes(data[: len(_INDEX_MAGIC)]) != _INDEX_MAGIC:
+                return None
+            n_head = int.from_bytes(data[len(_INDEX_MAGIC) : len(_INDEX_MAGIC) + 4], "little")
+            start = len(_INDEX_MAGIC) + 4
+            fmt, stored, order, lengths, digests = marshal.loads(data[start : start + n_head])
+            if fmt != _CACHE_FORMAT or stored != key or order != sys.byteorder or len(lengths) != 5:
+                return None
+            parts, at = [], start + n_head
+            for length in lengths:
+                at += -at % 8
+                parts.append(data[at : at + length])
+                at += length
+            if at != len(data):
+                return None
+            for part, digest in zip(parts[:4], digests[:4], strict=True):
+                if hashlib.blake2b(part, digest_size=16).digest() != digest:
+                    return None
+            blob, off, cat, target = bytes(parts[0]), parts[1].cast("I"), parts[2].cast("b"), parts[3].cast("i")
+            n = len(cat)
+            if len(off) != n + 1 or len(target) != n or off[0] != 0 or off[n] != len(blob):
+                return None
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        table = object.__new__(cls)
+        table.__dict__.update(_blob=blob, _off=off, _cat=cat, _target=target,
+                              _payload=(bytes(parts[4]), digests[4]))
+        return table
+
+    @staticmethod
+    def write(key: str, table: TagTable) -> None:
+        """Keep ``table`` under ``key`` (whole or not at all; nothing when the cache is off)."""
+        path = _cache_path("tag-index", key)
+        if path is None:
+            return
+        import array
+
+        encoded = sorted({k.encode("utf-8") for k in (*table.categories, *table.aliases)})
+        where = {k: i for i, k in enumerate(encoded)}
+        index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
+        off = array.array("I", [0])
+        cat = array.array("b", [-1] * len(encoded))
+        target = array.array("i", [-1] * len(encoded))
+        for k in encoded:
+            off.append(off[-1] + len(k))
+        for name, c in table.categories.items():
+            cat[where[name.encode("utf-8")]] = index[c]
+        for alias, name in table.aliases.items():
+            j = where.get(name.encode("utf-8"))
+            target[where[alias.encode("utf-8")]] = -2 if j is None else j
+        if -2 in target:  # an alias of a name the table lacks: keep the plain form only
+            return
+        parts = [b"".join(encoded), off.tobytes(), cat.tobytes(), target.tobytes(), _table_payload(table)]
+        head = marshal.dumps((_CACHE_FORMAT, key, sys.byteorder, [len(p) for p in parts],
+                              [hashlib.blake2b(p, digest_size=16).digest() for p in parts]))
+        out = bytearray(_INDEX_MAGIC + len(head).to_bytes(4, "little") + head)
+        for part in parts:
+            out += bytes(-len(out) % 8)
+            out += part
+        write_atomic(path, bytes(out))
+
+
 def read_tag_list(path: str | os.PathLike[str]) -> list[str]:
     """The tags of a trained-tag list (``tag<TAB>count`` lines, ``#`` comments), e.g.
     ``tipo/data/tipo-builtin.tags.txt`` written by ``models/train/trained_tags.py``."""
