@@ -188,6 +188,11 @@ class TermMatcher:
                 return why
         return None
 
+    @property
+    def word_context(self) -> int:
+        """How many of the previous words :meth:`word_reason` looks at (the rest never matter)."""
+        return max(self._max_len - 1, 0)
+
     def word_reason(self, previous: Sequence[str], word: str) -> str | None:
         """Why a caption word (with the caption's ``previous`` words before it) is forbidden."""
         if not word:

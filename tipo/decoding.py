@@ -581,10 +581,14 @@ class ForbiddenWords(Rule):
         self.static = np.zeros(ctx.vocab.size, dtype=bool)
         self.endings: tuple[str, ...] = ()
         self._before: tuple[str, tuple[str, ...]] = ("", ())  # the text before the last word, its words
+        # What the tokens after a word being written do, per (the words before it that a phrase
+        # can reach, the word so far): shared by the requests that forbid the same terms.
         key = ctx.forbidden.cache_key
         self._hits: dict[tuple[tuple[str, ...], str], tuple[np.ndarray | None, bool]] = (
             {} if key is None else _shared(self.vocab, "forbidden words", ctx.forbidden.table, key))
-        self._after: dict[str, list[tuple[str, np.ndarray]]] = {}
+        self._after: dict[str, list[tuple[str, np.ndarray]]] = (
+            {} if key is None else _shared(self.vocab, "forbidden word endings", ctx.forbidden.table, key))
+        self._context = m.word_context
         if not self.active:
             return
         forbidden = ctx.forbidden
@@ -612,7 +616,7 @@ class ForbiddenWords(Rule):
         if before != self._before[0]:
             self._before = (before, words(before)[-4:])
         prev = self._before[1]
-        key = (prev, partial)
+        key = (prev[max(len(prev) - self._context, 0) :], partial)  # what the answer depends on
         hit = self._hits.get(key)
         if hit is None:
             hit = self._work_out(prev, partial)
@@ -634,7 +638,7 @@ class ForbiddenWords(Rule):
         hit = (np.concatenate(groups) if groups else None, bool(partial and forbidden.word_reason(prev, partial)))
         if len(self._hits) > 4096:
             self._hits.clear()
-        self._hits[(prev, partial)] = hit
+        self._hits[(prev[max(len(prev) - self._context, 0) :], partial)] = hit
         return hit
 
     def _endings_after(self, partial: str) -> list[tuple[str, np.ndarray]]:

@@ -102,6 +102,7 @@ class LlamaCppBackend(Backend):
         self.n_ctx = int(self._llm.n_ctx())
         llm = self._llm
         self._n_vocab = int(llm.n_vocab())
+        self._row_type = ctypes.c_float * self._n_vocab
         if self._n_vocab != len(header.tokens):
             self.close()
             raise ModelError(f"{self.path.name}: llama.cpp reads {self._n_vocab} tokens where the header lists "
@@ -134,8 +135,11 @@ class LlamaCppBackend(Backend):
         return encode_prompt(text, self._encode_text, self._added, self._bos)
 
     def _logits(self) -> np.ndarray:
+        # A view of llama.cpp's logits row (valid until the next evaluation), made without a new
+        # ctypes array type per call: it runs once per token.
         ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
-        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
+        row = self._row_type.from_address(ctypes.addressof(ptr.contents))
+        return np.frombuffer(row, dtype=np.float32)
 
     def start(self, ids: list[int]) -> np.ndarray:
         if len(ids) > self.n_ctx:
