@@ -139,7 +139,7 @@ class LlamaCppBackend(Backend):
         # ctypes array type per call: it runs once per token.
         ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
         row = self._row_type.from_address(ctypes.addressof(ptr.contents))
-        return np.frombuffer(row, dtype=np.float32)
+        return np.frombuffer(row, dtype=np.float32)  # type: ignore[call-overload]
 
     def start(self, ids: list[int]) -> np.ndarray:
         if len(ids) > self.n_ctx:
