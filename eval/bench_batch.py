@@ -4,6 +4,7 @@ and against raw llama-cpp-python batched decoding written on its low-level API, 
     python -m eval.bench_batch                            # TIPO-500M shape, F16 and Q8_0, 1 thread
     python -m eval.bench_batch --formats q8_0 --sizes 1,4,16 --requests 32
     python -m eval.bench_batch --hf                       # also transformers fp32/bf16 (TIPO-500M shape)
+    python -m eval.bench_batch --shared                   # prefill sharing on/off, requests with common prefixes
 
 Models are random GGUF files of the TIPO-500M shape (``models.tiny.build_random``, cached in
 ``--cache``). Every configuration decodes the same requests with fixed seeds; the raw engine
@@ -32,6 +33,15 @@ def requests(n: int):  # noqa: ANN201
 
     lengths = ["very_short", "short", "long", "very_long"]
     return [Request(TAGS[i % len(TAGS)], length=lengths[i % len(lengths)], output="tags") for i in range(n)]
+
+
+def shared_requests(n: int):  # noqa: ANN201
+    """Requests with the same meta and target lines (a captioning job's usual shape), each tag
+    set twice in a row (two variations: identical requests, other seeds)."""
+    from tipo import Request
+
+    return [Request(f"masterpiece, absurdres, {TAGS[(i // 2) % len(TAGS)]}", rating="general", aspect_ratio=0.7,
+                    length="long", output="tags") for i in range(n)]
 
 
 def samplings(n: int, max_new: int):  # noqa: ANN201
@@ -138,6 +148,32 @@ def bench_model(label: str, model: str, backend: str, sizes: list[int], n: int, 
     return rows
 
 
+def bench_sharing(label: str, model: str, backend: str, sizes: list[int], n: int, max_new: int, threads: int,
+                  **options: object) -> list[str]:
+    """expand_batch over :func:`shared_requests` with prefill sharing on and off, per batch size."""
+    from tipo import Expander
+
+    reqs, samps = shared_requests(n), samplings(n, max_new)
+    rows = []
+    with Expander(model, backend=backend, n_threads=threads, **options) as ex:
+        ex.expand_batch(reqs[:2], samps[:2], batch_size=2)  # warm up
+        for size in sizes:
+            runs = {}
+            for share in (True, False):
+                t0 = time.perf_counter()
+                out = ex.expand_batch(reqs, samps, batch_size=size, share_prefixes=share)
+                secs = time.perf_counter() - t0
+                st = ex.batch_stats
+                runs[share] = (out, sum(e.provenance.generated_tokens for e in out) / secs, st.prompt_tokens,
+                               st.shared_tokens, secs)
+            on, off = runs[True], runs[False]
+            same = [a.to_dict(timings=False) for a in on[0]] == [b.to_dict(timings=False) for b in off[0]]
+            rows.append(f"| {label} | {size} | {on[1]:.1f} | {off[1]:.1f} | {on[1] / off[1]:.2f}x | "
+                        f"{on[2]} ({on[3]} shared) | {off[2]} | {on[4]:.1f} / {off[4]:.1f} | {'yes' if same else 'NO'} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def random_hf(folder: Path) -> Path:
     """A random TIPO-500M-shape HF folder with the tiny test model's tokenizer (ids past it decode to nothing)."""
     import torch
@@ -169,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="append", default=[], metavar="GGUF",
                    help="benchmark these .gguf files instead of the random TIPO-500M ones (repeatable)")
     p.add_argument("--hf", action="store_true", help="also transformers fp32 and bf16")
+    p.add_argument("--shared", action="store_true",
+                   help="instead: prefill sharing on and off over requests with the same meta and target lines")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "tipo-bench"), help="where models are built")
     args = p.parse_args(argv)
     from models.tiny import build_random
@@ -176,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.sizes.split(",")]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    if args.shared:
+        return main_shared(args, sizes, cache)
     print(f"{args.requests} requests (tags only, four length classes), at most {args.max_new_tokens} new tokens, "
           f"{args.threads} thread(s); seq = one at a time over the first {args.seq_requests}\n")
     print("| model | batch | expand_batch tok/s | seq tok/s | vs seq | raw llama.cpp batched tok/s | vs raw "
@@ -199,6 +239,33 @@ def main(argv: list[str] | None = None) -> int:
             bench_model(f"500M {dtype} transformers", str(folder), "hf", [s for s in sizes if s <= 16],
                         min(args.requests, 16), min(args.seq_requests, 4), args.max_new_tokens, args.threads,
                         raw=False, dtype=dtype)
+    return 0
+
+
+def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
+    from models.tiny import build_random
+
+    print(f"{args.requests} requests with the same meta and target lines, each tag set twice (other seeds), "
+          f"at most {args.max_new_tokens} new tokens, {args.threads} thread(s)\n")
+    print("| model | batch | shared tok/s | unshared tok/s | shared vs unshared | prompt tokens evaluated, shared "
+          "| prompt tokens evaluated, unshared | seconds shared / unshared | same results |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    for given in args.model:
+        bench_sharing(Path(given).name, given, "llama", sizes, args.requests, args.max_new_tokens, args.threads)
+    for fmt in [] if args.model else args.formats.split(","):
+        path = cache / f"tipo-500m-random-{fmt}.gguf"
+        if not path.exists():
+            build_random("TIPO-500M", str(path), fmt)
+        bench_sharing(f"500M {fmt.upper()} llama.cpp", str(path), "llama", sizes, args.requests, args.max_new_tokens,
+                      args.threads)
+    if args.hf:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        folder = random_hf(cache / "tipo-500m-random-hf")
+        for dtype in ("float32", "bfloat16"):
+            bench_sharing(f"500M {dtype} transformers", str(folder), "hf", [s for s in sizes if s <= 16],
+                          min(args.requests, 16), args.max_new_tokens, args.threads, dtype=dtype)
     return 0
 
 

@@ -15,13 +15,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backends import Backend, open_backend, pick_backend
 from .backends.base import BatchEngine
-from .batching import decode_batch
+from .batching import BatchStats, decode_batch
 from .decoding import DecodeResult, DecodeRules, Sequence, decode
 from .errors import Cancelled, ModelError, RequestError, TipoError
 from .parse import parse_completion
@@ -96,6 +96,8 @@ class Expander:
         self._known: dict[tuple[object, ...], TagTable] = {}  # per rating and ban box (small; cleared by close)
         self._lock = threading.Lock()
         self._batch_engine: BatchEngine | None = None
+        #: What the last :meth:`iter_expand_batch` evaluated (prompt tokens evaluated and shared, steps).
+        self.batch_stats = BatchStats()
         t0 = time.perf_counter()
         self._backend: Backend | None = open_backend(self.backend_name, self.model.path, n_threads=n_threads,
                                                      n_ctx=n_ctx, **options)
@@ -192,7 +194,8 @@ class Expander:
 
     def expand_batch(self, requests: Iterable[Request | str], sampling: Sampling | Iterable[Sampling] | None = None,
                      *, template: str | Preset | None = None, task: Task | str | None = None,
-                     batch_size: int = 16) -> list[Expansion]:
+                     batch_size: int = 16, share_prefixes: bool = True, cancel: CancelHook | None = None,
+                     progress: ProgressHook | None = None) -> list[Expansion]:
         """Expand many requests, decoding up to ``batch_size`` of them together.
 
         Every result is the one :meth:`expand` gives for that request and seed alone (each
@@ -205,13 +208,23 @@ class Expander:
             sampling: one Sampling for all (a request without a seed gets a fresh one), or one per
                 request.
             batch_size: sequences decoded together; 1 decodes one at a time.
+            share_prefixes: requests whose prompts start alike (the same meta and target lines;
+                identical requests with other seeds) evaluate the common start once (llama.cpp
+                with F16 or quantised weights; the results are the same either way).
+            cancel: checked between model steps, as in :meth:`expand`: when set (or returning
+                True) the batch stops with :class:`~tipo.errors.Cancelled`; results already
+                yielded by :meth:`iter_expand_batch` stay valid, the running ones are dropped.
+            progress: called between model steps with (requests finished, requests in all; the
+                requests read so far when ``requests`` has no length); whatever it raises stops
+                the batch and propagates.
 
         Returns:
             The Expansions in the order of ``requests``. The first request that fails raises
             (use :meth:`iter_expand_batch` to keep going past failures).
         """
         results = sorted(self.iter_expand_batch(requests, sampling, template=template, task=task,
-                                                batch_size=batch_size), key=lambda r: r[0])
+                                                batch_size=batch_size, share_prefixes=share_prefixes,
+                                                cancel=cancel, progress=progress), key=lambda r: r[0])
         for _, res in results:
             if isinstance(res, Exception):
                 raise res
@@ -219,7 +232,8 @@ class Expander:
 
     def iter_expand_batch(self, requests: Iterable[Request | str], sampling: Sampling | Iterable[Sampling] | None = None,
                           *, template: str | Preset | None = None, task: Task | str | None = None,
-                          batch_size: int = 16) -> Iterator[tuple[int, Expansion | TipoError]]:
+                          batch_size: int = 16, share_prefixes: bool = True, cancel: CancelHook | None = None,
+                          progress: ProgressHook | None = None) -> Iterator[tuple[int, Expansion | TipoError]]:
         """:meth:`expand_batch` as ``(position, Expansion or the error)`` pairs in the order they finish.
 
         Requests are read from the iterable as slots free up; a request that cannot be planned
@@ -231,8 +245,17 @@ class Expander:
             resolve_template(template)
         samplings = _samplings(sampling)
         window = max(4 * batch_size, 64)  # requests prepared ahead: bounded memory for any input size
+        total = len(requests) if isinstance(requests, Sized) else None
         it = iter(requests)
         position = 0
+        finished = 0
+        watch = _watch(cancel, progress)
+
+        def between() -> None:  # before every model step: the hooks raise to stop
+            if watch is not None:
+                watch(finished, position if total is None else total)
+
+        stats = self.batch_stats = BatchStats()
         with self._lock:
             backend = self.backend
             while True:
@@ -243,11 +266,17 @@ class Expander:
                     if len(chunk) >= window:
                         break
                 if not chunk:
+                    if progress is not None:  # the final count (a cancel this late drops nothing)
+                        progress(finished, position)
                     return
-                yield from self._decode_chunk(backend, chunk, template, task, batch_size)
+                for item in self._decode_chunk(backend, chunk, template, task, batch_size, share_prefixes,
+                                               stats, between if watch is not None else None):
+                    finished += 1
+                    yield item
 
     def _decode_chunk(self, backend: Backend, chunk: list, template: object, task: Task | str | None,  # noqa: ANN001
-                      batch_size: int) -> Iterator[tuple[int, Expansion | TipoError]]:
+                      batch_size: int, share: bool, stats: BatchStats,
+                      between: Callable[[], None] | None) -> Iterator[tuple[int, Expansion | TipoError]]:
         jobs = []
         for position, request, samp in chunk:
             t_start = time.perf_counter()
@@ -270,11 +299,17 @@ class Expander:
         by_key = {j[0]: j for j in jobs}
         if engine is None:  # one at a time, on the backend's own loop
             for position, job, planned, ids, trimmed, seq, t_tok in jobs:
-                out, t_prompt, t_gen = self._decode_alone(backend, planned, ids, seq.sampler)
+                if between is not None:
+                    between()
+                out, t_prompt, t_gen = self._decode_alone(backend, planned, ids, seq.sampler,
+                                                          None if between is None else lambda _n, _t: between())
+                stats.prompt_tokens += len(ids)
+                stats.generated_tokens += out.generated
                 yield position, self._finish(job, planned, ids, trimmed, out, {
                     "tokenize": t_tok, "prompt": t_prompt, "generate": t_gen, "total": t_tok + t_prompt + t_gen})
             return
-        for done in decode_batch(engine, ((j[0], j[5], j[3]) for j in jobs)):
+        for done in decode_batch(engine, ((j[0], j[5], j[3]) for j in jobs), share=share, stats=stats,
+                                 between=between):
             position, job, planned, ids, trimmed, _seq, t_tok = by_key[done.key]
             yield position, self._finish(job, planned, ids, trimmed, done.result, {
                 "tokenize": t_tok, "prompt": done.t_first - done.t_join, "generate": done.t_end - done.t_first,

@@ -21,6 +21,12 @@ class BatchEngine(abc.ABC):
 
     capacity: int
     n_ctx_seq: int
+    #: What :meth:`share` may seed a slot with, leaving every later logit exactly as if the slot
+    #: had evaluated those tokens itself: ``"prefixes"`` (any start of another slot's cache),
+    #: ``"prompts"`` (only a whole prompt another slot evaluated) or ``"none"``.
+    sharing: str = "none"
+    #: The shortest prefix worth taking from another slot (a copy costs something too).
+    min_shared: int = 1
 
     @abc.abstractmethod
     def forward(self, work: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
@@ -34,6 +40,14 @@ class BatchEngine(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Free the engine's memory. Safe to call twice."""
+
+    def share(self, slot: int, keep: int, source: int | None = None) -> None:
+        """Make ``slot``'s cache hold the first ``keep`` tokens of ``source``'s cache (its own when
+        None) and nothing else; the next :meth:`forward` of ``slot`` starts at position ``keep``.
+        Engines that share nothing only empty a slot (``keep=0``)."""
+        if keep or source is not None:
+            raise NotImplementedError(f"{type(self).__name__} does not share prefixes")
+        self.free(slot)
 
 
 class Backend(abc.ABC):

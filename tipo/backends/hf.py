@@ -160,7 +160,15 @@ class HFBatch(BatchEngine):
     attention mask and per-row position ids; rows without a token this step get a masked column.
     Columns masked in every row are cut from the left, so the cache holds at most the longest
     running sequence plus padding.
+
+    Whole prompts are shared (``sharing = "prompts"``): a sequence whose prompt another row
+    evaluated gets that row's keys and values of the prompt (:meth:`share`), the very numbers its
+    own prompt pass would give. A common prefix of two different prompts is not shared: the
+    rest of the prompt would be evaluated in a second, shorter forward, whose matrix products
+    have other shapes than the single expansion's one prompt pass, so its numbers may differ.
     """
+
+    sharing = "prompts"
 
     def __init__(self, backend: TransformersBackend, n_seq: int, n_ctx_seq: int) -> None:
         self._b = backend
@@ -255,6 +263,27 @@ class HFBatch(BatchEngine):
         with self._torch.inference_mode():
             self._mask[slot] = 0
         self._len[slot] = 0
+
+    def share(self, slot: int, keep: int, source: int | None = None) -> None:
+        if keep == 0 or self._kv is None:
+            if keep:
+                raise ValueError("nothing to share from an empty batch cache")
+            self.free(slot)
+            return
+        src = slot if source is None else source
+        if keep > self._len[src]:
+            raise ValueError(f"slot {src} holds {self._len[src]} tokens, not {keep}")
+        with self._torch.inference_mode():
+            cols = self._mask[src].nonzero().flatten()[:keep]  # its first ``keep`` tokens (rows may have holes)
+            width = self._mask.shape[1]
+            for kv in self._kv:
+                for j in (0, 1):
+                    piece = kv[j][src, :, cols].clone()
+                    kv[j][slot] = 0
+                    kv[j][slot, :, width - keep :] = piece
+            self._mask[slot] = 0
+            self._mask[slot, width - keep :] = 1
+        self._len[slot] = keep
 
     def close(self) -> None:
         self._kv = None

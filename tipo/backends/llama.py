@@ -180,6 +180,12 @@ class LlamaBatch(BatchEngine):
     cells start at 0, laid out as when the sequence is decoded alone, so its attention sums run
     over the same cells in the same order. Logits are read per sequence with
     ``llama_get_logits_ith``.
+
+    Prefixes are shared (:meth:`share`) unless the weights are F32 (``general.file_type`` 0):
+    with F16 and quantised weights llama.cpp computes each row of a matrix product alone, so a
+    token's numbers do not depend on which other tokens share its batch or whether its prefix
+    was evaluated in another sequence; F32 weights are multiplied with another summation order
+    for several rows, where neither batching nor sharing is bit-exact (docs/scale.md).
     """
 
     def __init__(self, backend: LlamaCppBackend, n_seq: int, n_ctx_seq: int) -> None:
@@ -208,15 +214,24 @@ class LlamaBatch(BatchEngine):
             self.close()
             raise ModelError(f"llama.cpp gave {got} cells per sequence, not {self.n_ctx_seq}")
         self._mem = lib.llama_get_memory(self._ctx)
+        file_type = backend._llm.metadata.get("general.file_type")
+        self.sharing = "none" if file_type is None or file_type.strip() in ("0", "") else "prefixes"
+        self.min_shared = 4
         self._batch = lib.llama_batch_init(self._chunk, 0, 1)
 
     def forward(self, work: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
-        # Pieces of at most one chunk, cut from each slot's own start as the single context's eval()
-        # cuts a prompt, and never split across two llama_decode calls: every token is evaluated
-        # with the same companions of its own sequence as when the sequence runs alone.
+        # Pieces of at most one chunk, cut at the positions where the single context's eval() cuts
+        # a prompt (multiples of the chunk: also for a prompt that starts after a shared prefix),
+        # and never split across two llama_decode calls: every token is evaluated with the same
+        # companions of its own sequence as when the sequence runs alone.
         size = self._chunk
-        pieces = [(slot, pos + k, toks[k : k + size], k + size >= len(toks))
-                  for slot, pos, toks in work for k in range(0, len(toks), size)]
+        pieces = []
+        for slot, pos, toks in work:
+            k = 0
+            while k < len(toks):
+                end = min(len(toks), k + size - (pos + k) % size)
+                pieces.append((slot, pos + k, toks[k:end], end == len(toks)))
+                k = end
         calls: list[list[tuple[int, int, list[int], bool]]] = [[]]
         room = size
         for piece in pieces:
@@ -256,6 +271,17 @@ class LlamaBatch(BatchEngine):
 
     def free(self, slot: int) -> None:
         self._lib.llama_memory_seq_rm(self._mem, slot, -1, -1)
+
+    def share(self, slot: int, keep: int, source: int | None = None) -> None:
+        # Another sequence's stream is copied whole (llama.cpp copies between streams only whole,
+        # when the next llama_decode starts), then cut to ``keep`` tokens: the prefix lies in cells
+        # 0..keep-1 as if this sequence had evaluated it, and its next token goes to cell ``keep``
+        # (cutting moves the stream's head back to the first freed cell).
+        lib, mem = self._lib, self._mem
+        if source is not None and source != slot:
+            lib.llama_memory_seq_rm(mem, slot, -1, -1)
+            lib.llama_memory_seq_cp(mem, source, slot, -1, -1)
+        lib.llama_memory_seq_rm(mem, slot, keep, -1)
 
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
