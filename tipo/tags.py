@@ -554,20 +554,21 @@ class _IndexedTable(TagTable):
         if path is None:
             return
         import array
+        import itertools
 
-        encoded = sorted({k.encode("utf-8") for k in (*table.categories, *table.aliases)})
-        where = {k: i for i, k in enumerate(encoded)}
+        # Code point order, which is the UTF-8 bytes' order that lookups compare in.
+        keys = sorted({*table.categories, *table.aliases})
+        try:
+            encoded = [k.encode("utf-8") for k in keys]
+        except UnicodeEncodeError:  # a lone surrogate in a table built by hand: keep no index
+            return
+        where = {k: i for i, k in enumerate(keys)}
         index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
+        categories, aliases = table.categories, table.aliases
         off = array.array("I", [0])
-        cat = array.array("b", [-1] * len(encoded))
-        target = array.array("i", [-1] * len(encoded))
-        for k in encoded:
-            off.append(off[-1] + len(k))
-        for name, c in table.categories.items():
-            cat[where[name.encode("utf-8")]] = index[c]
-        for alias, name in table.aliases.items():
-            j = where.get(name.encode("utf-8"))
-            target[where[alias.encode("utf-8")]] = -2 if j is None else j
+        off.extend(itertools.accumulate(map(len, encoded)))
+        cat = array.array("b", [index[categories[k]] if k in categories else -1 for k in keys])
+        target = array.array("i", [where.get(aliases[k], -2) if k in aliases else -1 for k in keys])
         if -2 in target:  # an alias of a name the table lacks: keep the plain form only
             return
         parts = [b"".join(encoded), off.tobytes(), cat.tobytes(), target.tobytes(), _table_payload(table)]
