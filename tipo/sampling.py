@@ -9,6 +9,7 @@ no global random state is read or written.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -89,7 +90,7 @@ def _top_k_small(logits: np.ndarray, k: int) -> np.ndarray | None:
     top.partition(n - k)
     top = top[n - k :]
     bound = top[0]
-    if not (np.isfinite(bound) and np.isfinite(top.max())):
+    if not (math.isfinite(bound) and math.isfinite(top.max())):
         return None
     ids = (logits >= bound).nonzero()[0]
     if ids.size != k:
