@@ -681,7 +681,6 @@ class KnownTagsOnly(_TagLineRule):
     def __init__(self, ctx: DecodeContext) -> None:
         super().__init__(ctx)
         self._scratch = np.empty(self.vocab.size, dtype=np.float32)
-        self._allowed = np.empty(self.vocab.size, dtype=bool)
         self._flag = np.zeros(self.vocab.size, dtype=bool)
         memo = getattr(self.vocab, "_known_memo", None)
         if memo is None or memo[0] is not ctx.known:
@@ -714,10 +713,10 @@ class KnownTagsOnly(_TagLineRule):
         if eos.any():
             ok[eos] = not norm or self._known(norm, content)
         if ok.any():
-            allowed = self._allowed
-            allowed.fill(True)
-            allowed[order[ok]] = False
-            np.logical_or(mask, allowed, out=mask)
+            # Only the admitted ids stay open: they were open (finite after the mask), so this is
+            # the mask ORed with "everything but them".
+            mask.fill(True)
+            mask[order[ok]] = False
         else:
             self._only_enders(mask)
 

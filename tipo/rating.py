@@ -112,10 +112,15 @@ class RatingVocabulary:
             return cls.from_lines(fh)
 
     def matcher(self, rating: Rating | str) -> TermMatcher:
-        """The terms forbidden at ``rating``, as a :class:`~tipo.bans.TermMatcher`."""
-        return self._matcher(Rating(rating))
+        """The terms forbidden at ``rating``, as a :class:`~tipo.bans.TermMatcher` (made once per
+        rating and kept on this vocabulary, which is immutable: no hashing of its terms per call)."""
+        rating = Rating(rating)
+        made = self.__dict__.setdefault("_matchers", {})
+        found = made.get(rating)
+        if found is None:
+            found = made[rating] = self._matcher(rating)
+        return found  # type: ignore[no-any-return]
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - the vocabulary is immutable; at most 5 ratings
     def _matcher(self, rating: Rating) -> TermMatcher:
         tag_phrases: dict[tuple[str, ...], str] = {}
         caption_phrases: dict[tuple[str, ...], str] = {}
