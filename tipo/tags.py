@@ -311,7 +311,20 @@ class TagTable:
         return self.is_known(tag) and self.category(tag) in (Category.SPECIAL, Category.GENERAL)
 
     def category(self, tag: str) -> Category:
-        """The category of a tag: fixed lists first, then the table, else ``general``."""
+        """The category of a tag: fixed lists first, then the table, else ``general`` (cached)."""
+        cache = self._category_cache
+        out = cache.get(tag)
+        if out is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            out = cache[tag] = self._category(tag)
+        return out
+
+    @functools.cached_property
+    def _category_cache(self) -> dict[str, Category]:
+        return {}
+
+    def _category(self, tag: str) -> Category:
         key = normalize(tag)
         for candidate in (key, self._alias_of(key) or key):
             if candidate in SPECIAL_TAGS:
@@ -496,20 +509,28 @@ class _IndexedTable(TagTable):
         whole = self.__dict__.get("_dicts")
         if whole is not None:
             return whole[0].get(name)
-        i = self._find(name)
-        c = self.__dict__["_cat"][i] if i >= 0 else -1
-        return _CATEGORY_LIST[c] if c >= 0 else None
+        return self._entry(name)[0]
 
     def _alias_of(self, key: str) -> str | None:
         whole = self.__dict__.get("_dicts")
         if whole is not None:
             return whole[2].get(key)
-        i = self._find(key)
-        j = self.__dict__["_target"][i] if i >= 0 else -1
-        if j < 0:
-            return None
-        blob, off = self.__dict__["_blob"], self.__dict__["_off"]
-        return blob[off[j]:off[j + 1]].decode("utf-8")  # type: ignore[no-any-return]
+        return self._entry(key)[1]
+
+    def _entry(self, key: str) -> tuple[Category | None, str | None]:
+        """(category if ``key`` is a name, the name it stands for if it is an alias), remembered."""
+        seen = self.__dict__.setdefault("_entries", {})
+        found = seen.get(key)
+        if found is None:
+            i = self._find(key)
+            c = self.__dict__["_cat"][i] if i >= 0 else -1
+            j = self.__dict__["_target"][i] if i >= 0 else -1
+            blob, off = self.__dict__["_blob"], self.__dict__["_off"]
+            found = (_CATEGORY_LIST[c] if c >= 0 else None, blob[off[j]:off[j + 1]].decode("utf-8") if j >= 0 else None)
+            if len(seen) > 200_000:
+                seen.clear()
+            seen[key] = found
+        return found  # type: ignore[no-any-return]
 
     @classmethod
     def read(cls, key: str) -> _IndexedTable | None:
