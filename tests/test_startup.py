@@ -43,11 +43,13 @@ def test_the_tag_table_cache_gives_the_same_table_and_survives_damage(monkeypatc
         assert table.categories == fresh.categories and [table.canonical(p) for p in probes] == \
             [fresh.canonical(p) for p in probes]
         assert files[0].read_bytes() == data
-    # the part read only when the dictionaries are needed, altered after the file was opened
-    opened = _load(monkeypatch, tmp_path)
-    payload, digest = opened.__dict__["_payload"]
-    opened.__dict__["_payload"] = (payload[:-9] + b"x" * 9, digest)
-    assert opened.aliases == fresh.aliases and opened._sorted_content == fresh._sorted_content
+    # the part read only when the dictionaries are needed, altered or cut after the file was opened
+    for damage in (lambda d: d[:-9] + b"x" * 9, lambda d: d[: len(d) - 100]):
+        opened = _load(monkeypatch, tmp_path)
+        assert type(opened) is _IndexedTable
+        files[0].write_bytes(damage(data))
+        assert opened.aliases == fresh.aliases and opened._sorted_content == fresh._sorted_content
+        files[0].write_bytes(data)
 
 
 def test_an_unwritable_cache_folder_is_no_error(monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -346,7 +347,7 @@ class TagTable:
         return self.aliases.get(key)
 
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 _CATEGORY_LIST = list(Category)
 
 
@@ -367,15 +368,14 @@ def cached_table(kind: str, key: str) -> TagTable | None:
     """A table :func:`cache_table` kept under ``kind`` and ``key``; None when there is none, or it is
     damaged or stale (the caller works the table out again and keeps it anew).
 
-    The file holds a digest of its payload, checked before the payload is read: a truncated or
-    otherwise damaged file is never unmarshalled."""
+    The file holds a checksum (CRC-32) of its payload, checked before the payload is read: a
+    truncated or otherwise damaged file is never unmarshalled."""
     path = _cache_path(kind, key)
     if path is None:
         return None
     try:
         fmt, stored, digest, payload = marshal.loads(path.read_bytes())
-        if fmt != _CACHE_FORMAT or stored != key or not isinstance(payload, bytes) \
-                or hashlib.blake2b(payload, digest_size=16).digest() != digest:
+        if fmt != _CACHE_FORMAT or stored != key or not isinstance(payload, bytes) or zlib.crc32(payload) != digest:
             return None
         return _table_from_payload(payload)
     except (OSError, EOFError, ValueError, TypeError, IndexError):
@@ -389,7 +389,7 @@ def cache_table(kind: str, key: str, table: TagTable) -> None:
     if path is None:
         return
     payload = _table_payload(table)
-    write_atomic(path, marshal.dumps((_CACHE_FORMAT, key, hashlib.blake2b(payload, digest_size=16).digest(), payload)))
+    write_atomic(path, marshal.dumps((_CACHE_FORMAT, key, zlib.crc32(payload), payload)))
 
 
 def _table_payload(table: TagTable) -> bytes:
@@ -442,10 +442,10 @@ class _IndexedTable(TagTable):
     something needs them, from a second part of the same file.
 
     File layout: a magic string, a marshalled header (format, key, byte order, the five parts'
-    lengths and digests), then the parts: the keys' UTF-8 bytes in byte order (= code point
+    lengths and CRC-32 checksums), then the parts: the keys' UTF-8 bytes in byte order (= code point
     order), their offsets (uint32, one more than the keys), each key's category index (int8, -1
     when it is no name), each key's alias target (int32 index of the name, -1 when it is no alias)
-    and the whole table in :func:`cache_table`'s form (read lazily, its digest checked then).
+    and the whole table in :func:`cache_table`'s form (read lazily, its checksum checked then).
     """
 
     categories = property(lambda self: self._whole()[0])  # type: ignore[assignment]
@@ -475,10 +475,13 @@ class _IndexedTable(TagTable):
     def _read_whole(self) -> tuple[dict[str, Category], dict[str, int], dict[str, str]]:
         whole = self.__dict__.get("_dicts")
         if whole is None:
-            payload, digest = self.__dict__["_payload"]
+            path, start, length, digest = self.__dict__["_payload"]
             table = None
-            if hashlib.blake2b(payload, digest_size=16).digest() == digest:
-                with contextlib.suppress(EOFError, ValueError, TypeError, IndexError):
+            with contextlib.suppress(OSError, EOFError, ValueError, TypeError, IndexError):
+                with open(path, "rb") as fh:  # (replaced since it was opened: another digest, read afresh)
+                    fh.seek(start)
+                    payload = fh.read(length)
+                if len(payload) == length and zlib.crc32(payload) == digest:
                     table = _table_from_payload(payload)
             if table is None:  # damaged since it was opened: read the packaged file again
                 data = (resources.files("tipo") / "data" / "danbooru_tags.tsv.gz").read_bytes()
@@ -526,6 +529,8 @@ class _IndexedTable(TagTable):
             c = self.__dict__["_cat"][i] if i >= 0 else -1
             j = self.__dict__["_target"][i] if i >= 0 else -1
             blob, off = self.__dict__["_blob"], self.__dict__["_off"]
+            if not (-1 <= c < len(_CATEGORY_LIST) and -1 <= j < len(off) - 1):
+                c = j = -1  # out of range (a file altered with its checksums): no entry, never an IndexError
             found = (_CATEGORY_LIST[c] if c >= 0 else None, blob[off[j]:off[j + 1]].decode("utf-8") if j >= 0 else None)
             if len(seen) > 200_000:
                 seen.clear()
@@ -534,29 +539,32 @@ class _IndexedTable(TagTable):
 
     @classmethod
     def read(cls, key: str) -> _IndexedTable | None:
-        """The table kept under ``key``, or None when there is none or it is damaged or stale."""
+        """The table kept under ``key``, or None when there is none or it is damaged or stale.
+        Only the index is read now; the whole table at the end of the file when it is needed."""
         path = _cache_path("tag-index", key)
         if path is None:
             return None
         try:
-            data = memoryview(path.read_bytes())
-            if bytes(data[: len(_INDEX_MAGIC)]) != _INDEX_MAGIC:
-                return None
-            n_head = int.from_bytes(data[len(_INDEX_MAGIC) : len(_INDEX_MAGIC) + 4], "little")
-            start = len(_INDEX_MAGIC) + 4
-            fmt, stored, order, lengths, digests = marshal.loads(data[start : start + n_head])
-            if fmt != _CACHE_FORMAT or stored != key or order != sys.byteorder or len(lengths) != 5:
-                return None
-            parts, at = [], start + n_head
-            for length in lengths:
-                at += -at % 8
-                parts.append(data[at : at + length])
-                at += length
-            if at != len(data):
-                return None
-            for part, digest in zip(parts[:4], digests[:4], strict=True):
-                if hashlib.blake2b(part, digest_size=16).digest() != digest:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_INDEX_MAGIC) + 4)
+                if len(head) != len(_INDEX_MAGIC) + 4 or head[: len(_INDEX_MAGIC)] != _INDEX_MAGIC:
                     return None
+                n_head = int.from_bytes(head[len(_INDEX_MAGIC) :], "little")
+                fmt, stored, order, lengths, digests = marshal.loads(fh.read(n_head))
+                if fmt != _CACHE_FORMAT or stored != key or order != sys.byteorder or len(lengths) != 5 \
+                        or len(digests) != 5:
+                    return None
+                starts, at = [], len(head) + n_head
+                for length in lengths:
+                    at += -at % 8
+                    starts.append(at)
+                    at += length
+                if at != os.fstat(fh.fileno()).st_size:
+                    return None
+                index = memoryview(fh.read(starts[4] - len(head) - n_head))
+            parts = [index[i - len(head) - n_head : i - len(head) - n_head + n] for i, n in zip(starts[:4], lengths[:4], strict=True)]
+            if any(len(part) != n or zlib.crc32(part) != d for part, n, d in zip(parts, lengths, digests, strict=False)):
+                return None
             blob, off, cat, target = bytes(parts[0]), parts[1].cast("I"), parts[2].cast("b"), parts[3].cast("i")
             n = len(cat)
             if len(off) != n + 1 or len(target) != n or off[0] != 0 or off[n] != len(blob):
@@ -565,7 +573,7 @@ class _IndexedTable(TagTable):
             return None
         table = object.__new__(cls)
         table.__dict__.update(_blob=blob, _off=off, _cat=cat, _target=target,
-                              _payload=(bytes(parts[4]), digests[4]))
+                              _payload=(path, starts[4], lengths[4], digests[4]))
         return table
 
     @staticmethod
@@ -593,8 +601,7 @@ class _IndexedTable(TagTable):
         if -2 in target:  # an alias of a name the table lacks: keep the plain form only
             return
         parts = [b"".join(encoded), off.tobytes(), cat.tobytes(), target.tobytes(), _table_payload(table)]
-        head = marshal.dumps((_CACHE_FORMAT, key, sys.byteorder, [len(p) for p in parts],
-                              [hashlib.blake2b(p, digest_size=16).digest() for p in parts]))
+        head = marshal.dumps((_CACHE_FORMAT, key, sys.byteorder, [len(p) for p in parts], [zlib.crc32(p) for p in parts]))
         out = bytearray(_INDEX_MAGIC + len(head).to_bytes(4, "little") + head)
         for part in parts:
             out += bytes(-len(out) % 8)
