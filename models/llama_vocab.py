@@ -66,8 +66,12 @@ def _field_values(reader, key: str) -> list:  # noqa: ANN001
     return [field.parts[i] for i in field.data]
 
 
-def read_llama_pieces(path: str | Path) -> GGUFVocab:
-    """The 32,000 pieces, scores and token types of the vocab file, with its special ids."""
+def read_llama_pieces(path: str | Path, *, pieces: int | None = LLAMA_PIECES) -> GGUFVocab:
+    """The 32,000 pieces, scores and token types of the vocab file, with its special ids.
+
+    ``pieces=None`` reads any SentencePiece GGUF (a model file too, e.g. tipo's built-in model): its
+    pieces without the TIPO added tokens that end it.
+    """
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
@@ -80,7 +84,10 @@ def read_llama_pieces(path: str | Path) -> GGUFVocab:
     def scalar(key: str, default: int) -> int:
         return int(_field_values(reader, key)[0][0]) if key in reader.fields else default
 
-    if len(tokens) != LLAMA_PIECES:
+    if pieces is None:
+        pieces = len(tokens) - len(ADDED_TOKENS) if tokens[-len(ADDED_TOKENS):] == tuple(ADDED_TOKENS) else len(tokens)
+        tokens, scores, types = tokens[:pieces], scores[:pieces], types[:pieces]
+    if len(tokens) != pieces:
         raise ValueError(f"{path} has {len(tokens)} pieces; the LLaMA vocabulary has {LLAMA_PIECES}")
     return GGUFVocab(tokens=tokens, scores=scores, types=types,
                      bos_id=scalar("tokenizer.ggml.bos_token_id", 1), eos_id=scalar("tokenizer.ggml.eos_token_id", 2),
@@ -101,17 +108,18 @@ def llama_vocab(path: str | Path, *, special: bool = True, added: Sequence[str] 
                    types=base.types + (kind,) * len(added), pad_id=base.eos_id)
 
 
-def llama_sentencepiece_model(path: str | Path) -> bytes:
+def llama_sentencepiece_model(path: str | Path, *, pieces: int | None = LLAMA_PIECES) -> bytes:
     """The vocab file's pieces as a SentencePiece ``tokenizer.model`` with the LLaMA settings.
 
     Pieces, scores and types are the file's; the model is BPE with byte fallback, a dummy prefix
     and whitespace kept as is (``remove_extra_whitespaces`` off, identity normalisation), as the
-    LLaMA tokenizer. Checked against llama.cpp's test vectors in the test suite.
+    LLaMA tokenizer. Checked against llama.cpp's test vectors in the test suite. ``pieces`` as in
+    :func:`read_llama_pieces` (``None``: the pieces of any SentencePiece GGUF, such as a model file).
     """
     from gguf import TokenType
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
-    vocab = read_llama_pieces(path)
+    vocab = read_llama_pieces(path, pieces=pieces)
     proto = model_pb2.ModelProto()
     kinds = {
         int(TokenType.NORMAL): model_pb2.ModelProto.SentencePiece.NORMAL,
