@@ -2,20 +2,22 @@
 
 One :class:`Sample` per draw: a length class, a task the records can feed, and the records:
 
-- ``very_short`` (< 18 tags): one record, its tags (at most 17).
+- ``very_short`` (< 18 tags): one record, all its tags (at most 17).
 - ``short`` / ``long`` / ``very_long`` (18-35 / 36-47 / 48-71 tags): the tags of one record rarely
-  reach 18, so a sample gathers several records of the same source, preferring records that share
-  a tag with the first, until the union reaches a tag count drawn from the class range (then cut
-  to it). The long caption takes one paragraph per record, from the first 1 / 1 / 2 / 3 records
-  (docs/FORMAT.md's paragraph counts), 2 / 4 / 4 / 4 sentences each; the short caption and the special
-  tags come from the first record only.
+  reach 18, so a sample joins the first (lead) record with partners of the same source chosen among
+  the records most similar to it (most shared tags, rarer tags weighing more: inverse document
+  frequency), until the union reaches a tag count drawn from the class range (then cut to it). The
+  lead record's own tags come first, so the prefix a sample gives and the first tags it asks for
+  belong to one picture, and the partners' tags follow. The long caption takes one paragraph per
+  record, from the first 1 / 1 / 2 / 3 records (docs/FORMAT.md's paragraph counts), 2 / 4 / 4 / 4
+  sentences each; the short caption and the special tags come from the lead record only.
 
 The class written in the ``target:`` line is the class of the sample's final tag count, with
-docs/FORMAT.md's thresholds. Tags are special first, then the general tags shuffled; a random prefix is
-the input and the rest is the output. Composite tasks put their fields in task order. The aspect
-ratio line comes from the first record's image size (80% of the time, so prompts without it stay in
-distribution); a user's meta-line tags are kept 80% of the time. ``<|gen_meta|>`` samples are not
-made: the shipped data has no meta to generate.
+docs/FORMAT.md's thresholds. Tags are special first, then the lead's general tags shuffled, then the
+partners' shuffled; a random prefix is the input and the rest is the output. Composite tasks put
+their fields in task order. The aspect ratio line comes from the lead record's image size (80% of the
+time, so prompts without it stay in distribution); a user's meta-line tags are kept 80% of the time.
+``<|gen_meta|>`` samples are not made: the shipped data has no meta to generate.
 
 Example:
     >>> from models.train.corpus import Record
@@ -52,7 +54,7 @@ TASK_WEIGHTS: dict[str, float] = {
     Task.SHORT_TO_LONG_TO_TAG.value: 0.1,
 }
 #: Share of each length class among the samples.
-LENGTH_WEIGHTS: dict[str, float] = {"very_short": 0.35, "short": 0.25, "long": 0.2, "very_long": 0.2}
+LENGTH_WEIGHTS: dict[str, float] = {"very_short": 0.5, "short": 0.2, "long": 0.15, "very_long": 0.15}
 #: The tag count each class draws from (inclusive), inside docs/FORMAT.md's ranges.
 TAG_COUNTS: dict[Length, tuple[int, int]] = {
     Length.VERY_SHORT: (1, 17),
@@ -68,6 +70,8 @@ CAPTION_SIZE: dict[Length, tuple[int, int]] = {
     Length.VERY_LONG: (3, 4),
 }
 MAX_RECORDS = 16
+#: Partners are drawn among this many most similar records of the lead.
+NEIGHBOURS = 48
 META_CATEGORY = {key: category for category, key in META_KEYS}
 
 
@@ -123,36 +127,70 @@ def _pick(rng: random.Random, weights: Mapping[str, float], allowed: Sequence[st
 
 
 class _Pool:
-    """Records of one split with an index from general tag to records, for gathering partners."""
+    """Records of one split and, per record, its most similar records of the same source."""
 
     def __init__(self, records: Sequence[Record]) -> None:
         self.records = list(records)
-        self.by_tag: dict[str, list[int]] = {}
         self.by_source: dict[str, list[int]] = {}
         for i, rec in enumerate(self.records):
             self.by_source.setdefault(rec.source, []).append(i)
-            for tag in rec.tags:
+        self._neighbours: dict[int, tuple[list[int], list[float]]] = {}
+        self._matrix = None
+
+    def _build(self) -> None:
+        import numpy as np
+        from scipy import sparse
+
+        vocab: dict[str, int] = {}
+        rows, cols = [], []
+        for i, rec in enumerate(self.records):
+            for tag in dict.fromkeys(rec.tags):
                 if tag not in SPECIAL_TAGS:
-                    self.by_tag.setdefault(tag, []).append(i)
+                    rows.append(i)
+                    cols.append(vocab.setdefault(tag, len(vocab)))
+        n = len(self.records)
+        x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, max(1, len(vocab))))
+        df = np.asarray(x.sum(axis=0)).ravel()
+        idf = np.log((n + 1) / (df + 1)).astype(np.float32)
+        self._matrix = (x, (x @ sparse.diags(idf)).T.tocsc())
+        self._source = np.array([rec.source for rec in self.records])
+
+    def neighbours(self, first: int) -> tuple[list[int], list[float]]:
+        """Up to ``NEIGHBOURS`` records of the lead's source sharing a general tag with it, most
+        similar first, with their similarity (sum of the shared tags' inverse document frequency)."""
+        if first not in self._neighbours:
+            import numpy as np
+
+            if self._matrix is None:
+                self._build()
+            x, weighted_t = self._matrix
+            score = np.asarray((x[first] @ weighted_t).todense()).ravel()
+            score[first] = 0.0
+            score[self._source != self.records[first].source] = 0.0
+            k = min(NEIGHBOURS, int((score > 0).sum()))
+            top = np.argsort(-score, kind="stable")[:k]
+            self._neighbours[first] = ([int(i) for i in top], [float(score[i]) for i in top])
+        return self._neighbours[first]
 
     def gather(self, first: int, target: int, rng: random.Random) -> list[int]:
-        """Records to join with ``first`` until their tags reach ``target``: same source, each
-        sharing a tag with ``first`` (rarer tags preferred, so partners show similar things)."""
+        """Records to join with ``first`` until their tags reach ``target``: same source, drawn among
+        its most similar records (weighted by the square of the similarity), then any record of the
+        source if those run out."""
         lead = self.records[first]
         chosen = [first]
-        tags = set(lead.tags)
-        same_source = self.by_source[lead.source]
-        shared = [t for t in lead.tags if len(self.by_tag.get(t, ())) > 1]
-        tries = 0
-        while len(tags) < target and len(chosen) < min(MAX_RECORDS, len(same_source)) and tries < 200:
-            tries += 1
-            if shared and rng.random() < 0.9:
-                tag = rng.choices(shared, weights=[1 / len(self.by_tag[t]) for t in shared])[0]
-                pick = rng.choice(self.by_tag[tag])
+        tags = {t for t in lead.tags if t not in SPECIAL_TAGS}
+        limit = min(MAX_RECORDS, len(self.by_source[lead.source]))
+        near, score = self.neighbours(first)
+        near, weight = list(near), [s * s for s in score]
+        while len(tags) < target and len(chosen) < limit:
+            if near:
+                k = rng.choices(range(len(near)), weights=weight)[0]
+                pick = near.pop(k)
+                weight.pop(k)
             else:
-                pick = rng.choice(same_source)
-            if pick in chosen or self.records[pick].source != lead.source:
-                continue
+                pick = rng.choice(self.by_source[lead.source])
+                if pick in chosen:
+                    continue
             chosen.append(pick)
             tags.update(t for t in self.records[pick].tags if t not in SPECIAL_TAGS)
         return chosen
@@ -194,10 +232,13 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
         lead = recs[0]
         special = [t for t in lead.tags if t in SPECIAL_TAGS]
         general: list[str] = []
-        for rec in recs:  # records in order, so a cut to the target drops the last partners' tags
-            general += [t for t in rec.tags if t not in SPECIAL_TAGS and t not in general]
+        for rec in recs:  # the lead's tags first, then each partner's new tags, each part shuffled
+            part = [t for t in rec.tags if t not in SPECIAL_TAGS and t not in general]
+            rng.shuffle(part)
+            general += part
+        if length is Length.VERY_SHORT:  # all of its record's tags (at most the class's 17)
+            target = TAG_COUNTS[Length.VERY_SHORT][1]
         general = general[: max(0, target - len(special))]
-        rng.shuffle(general)
         tags = special + general
         length = length_of(len(tags))
 

@@ -1,0 +1,46 @@
+"""Sample construction of the training recipe: coherent samples (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("scipy", reason="sample construction needs scipy: pip install 'tipo-prompt[train]'")
+
+from models.train.corpus import Record  # noqa: E402
+from models.train.samples import _Pool, make_samples  # noqa: E402
+from tipo.tags import SPECIAL_TAGS  # noqa: E402
+
+CAPS = ["A picture.", "Another caption."]
+
+
+def _records() -> list[Record]:
+    recs = []
+    for i in range(30):  # three themes of ten pictures, ten tags each, two shared by the theme
+        theme = ("cat", "sofa") if i < 10 else ("dog", "grass") if i < 20 else ("train", "station")
+        recs.append(Record(f"r{i}", "coco", ["1girl", *theme, *(f"thing{i}x{k}" for k in range(8))], captions=CAPS))
+    return recs
+
+
+def test_partners_are_the_most_similar_records_of_the_lead() -> None:
+    pool = _Pool(_records())
+    near, score = pool.neighbours(0)
+    assert set(near) == set(range(1, 10)) and all(s > 0 for s in score)  # only the cat pictures share tags
+    assert 0 not in near
+
+
+def test_lead_tags_come_first_and_a_very_short_sample_keeps_all_of_its_tags() -> None:
+    recs = _records()
+    by_group = {r.group: r for r in recs}
+    samples = make_samples(recs, 60, seed=3, task_weights={"plain": 1.0})
+    assert {s.length for s in samples} >= {"very_short", "short"}
+    for s in samples:
+        lead = by_group[s.groups[0]]
+        line = (s.prompt + s.completion).split("tag:", 1)[1].split("\n", 1)[0]
+        tags = [t.strip() for t in line.split(",") if t.strip()]
+        general = [t for t in tags if t not in SPECIAL_TAGS]
+        lead_general = [t for t in lead.tags if t not in SPECIAL_TAGS]
+        assert set(general[: len(lead_general)]) == set(lead_general)  # the lead's own tags, then partners'
+        if s.length == "very_short":
+            assert s.groups == [lead.group] and len(tags) == len(lead.tags)
+        else:
+            assert all(by_group[g].tags[1] == lead.tags[1] for g in s.groups)  # partners of the same theme
