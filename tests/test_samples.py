@@ -44,3 +44,15 @@ def test_lead_tags_come_first_and_a_very_short_sample_keeps_all_of_its_tags() ->
             assert s.groups == [lead.group] and len(tags) == len(lead.tags)
         else:
             assert all(by_group[g].tags[1] == lead.tags[1] for g in s.groups)  # partners of the same theme
+
+
+def test_prepare_takes_the_sample_mix_and_names_a_wrong_one() -> None:
+    from models.train import prepare
+
+    parser = prepare.build_parser()
+    args = parser.parse_args(["--out", "x", "--length-weights", "very_short=0.75,short=0.1", "--task-weights", "plain=0.4"])
+    assert args.length_weights["very_short"] == 0.75 and args.length_weights["long"] == 0.15  # others keep defaults
+    assert args.task_weights["plain"] == 0.4
+    for bad in ("tiny=1", "very_short=x", "very_short=-1", "very_short"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--out", "x", "--length-weights", bad])

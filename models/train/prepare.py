@@ -116,7 +116,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, help="use this HF tokenizer folder (with tokenizer.model) instead of training one")
     p.add_argument("--max-len", type=int, default=512, help="drop samples longer than this many tokens (default: 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the samples (default: 0)")
+    p.add_argument("--length-weights", type=_weights(LENGTH_WEIGHTS), default=dict(LENGTH_WEIGHTS),
+                   help="share of each length class among the samples, e.g. very_short=0.75,short=0.1 (classes not "
+                        "named keep their default; default: "
+                        + ",".join(f"{k}={v}" for k, v in LENGTH_WEIGHTS.items()) + ")")
+    p.add_argument("--task-weights", type=_weights(TASK_WEIGHTS), default=dict(TASK_WEIGHTS),
+                   help="share of each task among the samples, e.g. plain=0.4 (tasks not named keep their default; "
+                        "default: " + ",".join(f"{k}={v}" for k, v in TASK_WEIGHTS.items()) + ")")
     return p
+
+
+def _weights(defaults: dict[str, float]):  # noqa: ANN202
+    """An argparse type: ``name=weight,...`` over ``defaults`` (names checked, weights >= 0)."""
+
+    def parse(text: str) -> dict[str, float]:
+        out = dict(defaults)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep or name not in defaults:
+                raise argparse.ArgumentTypeError(f"{part!r}: give name=weight with a name among {', '.join(defaults)}")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r}: the weight must be a number") from None
+            if not out[name] >= 0:
+                raise argparse.ArgumentTypeError(f"{part!r}: the weight must be 0 or more")
+        if not any(out.values()):
+            raise argparse.ArgumentTypeError("at least one weight must be above 0")
+        return out
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,9 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"records: {len(train_recs)} train, {len(held_recs)} held out ({Counter(r.source for r in records)})")
 
     # 2. samples (tipo.planner.build_sample), seeded; the held-out seed differs from the train seed
-    train_s = make_samples(train_recs, round(len(train_recs) * args.samples_per_record), seed=args.seed * 2 + 1)
+    mix = {"weights": args.length_weights, "task_weights": args.task_weights}
+    train_s = make_samples(train_recs, round(len(train_recs) * args.samples_per_record), seed=args.seed * 2 + 1, **mix)
     held_s = make_samples(held_recs, max(1, round(len(held_recs) * args.heldout_samples_per_record)),
-                          seed=args.seed * 2 + 2)
+                          seed=args.seed * 2 + 2, **mix)
 
     # 3. tokenizer
     tok_dir = out / "tokenizer"
@@ -205,8 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sources": {k: SOURCES[k] for k in sources if k in SOURCES} | {k: k for k in sources if k not in SOURCES},
         "tokenizer": tokenizer_note,
         "vocab_size": tok.vocab_size,
-        "task_weights": TASK_WEIGHTS,
-        "length_weights": LENGTH_WEIGHTS,
+        "task_weights": args.task_weights,
+        "length_weights": args.length_weights,
         "stop_tags": sorted(STOP_TAGS),
         "stop_aliases": sorted(STOP_ALIASES),
         "seconds": round(time.perf_counter() - t0, 1),
