@@ -11,7 +11,8 @@ Modules, one concept each:
 - :mod:`models.train.corpus` - records from the shipped data or from a user's own file, split by group.
 - :mod:`models.train.samples` - seeded training samples, built only through ``tipo.planner.build_sample``.
 - :mod:`models.train.prepare`, :mod:`~models.train.train`, :mod:`~models.train.export`,
-  :mod:`~models.train.evaluate` - the commands.
+  :mod:`~models.train.evaluate` - the commands; :mod:`~models.train.unpack` turns a GGUF (the shipped
+  built-in model) back into an HF folder that ``prepare --tokenizer`` and ``train --init-from`` take.
 
 Every command takes ``--help``. Randomness comes from explicit seeds into local generators.
 """
