@@ -11,7 +11,9 @@ Models are random GGUF files of the TIPO-500M shape (``models.tiny.build_random`
 decodes, per request, the prompt tokens tipo planned and as many new tokens as tipo wrote for it
 (argmax, no rules), with the same batch size, several sequences per ``llama_decode`` and a
 sequence leaving when it has its count. "seq" is tipo's one-at-a-time ``expand`` over the same
-requests. The machine's load moves the figures; the ratios of one run are the comparable part.
+requests. expand_batch runs with prefill sharing off here, so that it evaluates the very tokens
+the raw engine does (``--shared`` measures sharing on against off). The machine's load moves the
+figures; the ratios of one run are the comparable part.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def bench_model(label: str, model: str, backend: str, sizes: list[int], n: int, 
         prompts = [ex.backend.encode(plan(r, table=ex.table).prompt) for r in reqs]
         for size in sizes:
             t0 = time.perf_counter()
-            out = ex.expand_batch(reqs, samps, batch_size=size)
+            out = ex.expand_batch(reqs, samps, batch_size=size, share_prefixes=False)  # the raw engine's work
             secs = time.perf_counter() - t0
             tokens = sum(e.provenance.generated_tokens for e in out)
             same = all(a.to_dict(timings=False) == b.to_dict(timings=False) for a, b in zip(seq, out, strict=False))
@@ -196,7 +198,8 @@ def random_hf(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench_batch", description=__doc__.split("\n")[0])
-    p.add_argument("--formats", default="f16,q8_0", help="GGUF types of the TIPO-500M shape (default: f16,q8_0)")
+    p.add_argument("--formats", default="f16,q8_0",
+                   help="GGUF types of the TIPO-500M shape (default: f16,q8_0; '' for none, e.g. with --hf)")
     p.add_argument("--sizes", default="1,4,16,64", help="batch sizes (default: 1,4,16,64)")
     p.add_argument("--requests", type=int, default=64, help="requests per configuration (default: 64)")
     p.add_argument("--seq-requests", type=int, default=8, help="of those, expanded one at a time (default: 8)")
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for given in args.model:
         bench_model(Path(given).name, given, "llama", sizes, args.requests, args.seq_requests, args.max_new_tokens,
                     args.threads, raw=True)
-    for fmt in [] if args.model else args.formats.split(","):
+    for fmt in [] if args.model else [f for f in args.formats.split(",") if f]:
         path = cache / f"tipo-500m-random-{fmt}.gguf"
         if not path.exists():
             build_random("TIPO-500M", str(path), fmt)
@@ -252,7 +255,7 @@ def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for given in args.model:
         bench_sharing(Path(given).name, given, "llama", sizes, args.requests, args.max_new_tokens, args.threads)
-    for fmt in [] if args.model else args.formats.split(","):
+    for fmt in [] if args.model else [f for f in args.formats.split(",") if f]:
         path = cache / f"tipo-500m-random-{fmt}.gguf"
         if not path.exists():
             build_random("TIPO-500M", str(path), fmt)
