@@ -288,3 +288,30 @@ def test_library_run_batch_matches_single_expansions_and_resumes(tiny_model, tmp
             run_batch(reqs[:3], ex, Sampling(max_new_tokens=13), out=out)
     assert [r["result"] for r in first.records] == single
     assert (first.written, again.written, again.resumed) == (3, 0, 3) and again.records == first.records
+
+
+def test_cancelled_batch_keeps_its_records_and_resumes(tiny_model, tmp_path):
+    import threading
+
+    from tipo import Expander, Request, Sampling
+    from tipo.batch import run_batch
+    from tipo.errors import Cancelled
+
+    reqs = [Request(f"tag{i}", length="very_short", output="tags") for i in range(6)]
+    sampling = Sampling(max_new_tokens=8)
+    stop = threading.Event()
+    written = []
+
+    def on_record(record: dict) -> None:
+        written.append(record)
+        if len(written) == 2:
+            stop.set()
+
+    with Expander(str(tiny_model.gguf_f16), n_threads=1) as ex:
+        with pytest.raises(Cancelled):
+            run_batch(reqs, ex, sampling, out=tmp_path / "out.jsonl", base_seed=3, batch_size=2, on_record=on_record,
+                      cancel=stop)
+        assert 2 <= len(_records(tmp_path / "out.jsonl")) < 6
+        resumed = run_batch(reqs, ex, sampling, out=tmp_path / "out.jsonl", batch_size=2)
+        whole = run_batch(reqs, ex, sampling, out=tmp_path / "whole.jsonl", base_seed=3, batch_size=2)
+    assert resumed.resumed >= 2 and resumed.records == whole.records

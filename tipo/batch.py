@@ -45,7 +45,7 @@ from .request import Request, Sampling
 from .seeds import fresh_seed, record_seed
 
 if TYPE_CHECKING:
-    from .expander import Expander
+    from .expander import CancelHook, Expander
 
 __all__ = [
     "HEADER_KEY", "BatchInput", "BatchItem", "BatchOutput", "BatchResult", "batch_input", "batch_settings",
@@ -534,7 +534,8 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
               out: BatchOutput | str | os.PathLike[str] | None = None, base_seed: int | None = None,
               template: object = None, task: object = None, timings: bool = False,
               settings: Mapping[str, object] | None = None, batch_size: int = 1,
-              on_record: Callable[[dict[str, object]], None] | None = None) -> BatchResult:
+              on_record: Callable[[dict[str, object]], None] | None = None,
+              cancel: CancelHook | None = None) -> BatchResult:
     """Expand a batch; with ``out``, write (or resume) its output file.
 
     Args:
@@ -547,6 +548,10 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
         settings: more settings the results depend on (stored in the header, checked on resume).
         batch_size: requests decoded together (see :meth:`Expander.expand_batch`).
         on_record: called with each record as it is written (progress).
+        cancel: the ``cancel`` hook of :meth:`Expander.expand` (an Event, or a function returning
+            True): checked between model steps, it stops the batch with
+            :class:`~tipo.errors.Cancelled`; the records written so far stay, and the same call
+            later resumes the file.
 
     Returns:
         A :class:`BatchResult`; records of requests that failed hold an ``error`` instead of a
@@ -578,7 +583,7 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
     try:
         todo = [item for item in batch.items if item.index not in done]
         fresh: dict[int, dict[str, object]] = {}
-        for record in expand_records(todo, expander, sampling, base, template, task, timings, batch_size):
+        for record in expand_records(todo, expander, sampling, base, template, task, timings, batch_size, cancel):
             if output is not None:
                 output.write(record)
             fresh[int(record["index"])] = record  # type: ignore[call-overload]
@@ -595,7 +600,7 @@ def run_batch(requests: BatchInput | Iterable[Request | str | tuple[Request | st
 
 def expand_records(todo: Sequence[BatchItem], expander: Expander, sampling: Sampling, base: int,
                    template: object = None, task: object = None, timings: bool = False,
-                   batch_size: int = 1) -> Iterator[dict[str, object]]:
+                   batch_size: int = 1, cancel: CancelHook | None = None) -> Iterator[dict[str, object]]:
     """The record of each item, in input order (results that finish early wait for those before
     them): the one rule for records and seeds shared by local batches and :mod:`tipo.ray`."""
     seeds = [item.seed if item.seed is not None else derive_seed(base, item.index) for item in todo]
@@ -618,7 +623,8 @@ def expand_records(todo: Sequence[BatchItem], expander: Expander, sampling: Samp
     yield from ready()
     results = expander.iter_expand_batch((todo[k].request for k in runnable),
                                          (sampling.with_seed(seeds[k]) for k in runnable),
-                                         template=template, task=task, batch_size=batch_size)  # type: ignore[arg-type]
+                                         template=template, task=task, batch_size=batch_size,  # type: ignore[arg-type]
+                                         cancel=cancel)
     for position, res in results:
         k = runnable[position]
         if isinstance(res, Exception):
