@@ -11,6 +11,8 @@ too, except in the row marked "first run", which starts from an empty ``TIPO_CAC
 Example::
 
     python -m eval.bench_startup --reps 7
+    git worktree add /tmp/tipo-old <older commit>
+    python -m eval.bench_startup --reps 7 --baseline /tmp/tipo-old   # before/after, interleaved
 """
 
 from __future__ import annotations
@@ -56,9 +58,14 @@ def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench_startup", description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default: %(default)s)")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="another checkout of tipo (e.g. `git worktree add /tmp/old <commit>`): its `tipo expand` "
+                        "rows are timed beside this checkout's, interleaved, for a before/after on one machine state")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be >= 1")
+    if args.baseline is not None and not (args.baseline / "tipo" / "cli.py").is_file():
+        p.error(f"--baseline {args.baseline}: no tipo/cli.py there; give the root of a tipo checkout")
 
     # What tipo writes for this request (the raw script writes as many tokens), worked out in a child
     # process: this one stays small, as forked children start from a copy of it (peak RSS).
@@ -81,12 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         f"tipo expand (built-in model, defaults, --threads 1; {n_tokens} tokens)":
             [py, "-m", "tipo", "expand", REQUEST, "--seed", str(SEED), "--threads", "1"],
     }
+    if args.baseline is not None:
+        # The other checkout first on sys.path (the working folder is this checkout), its CLI as `tipo`.
+        base = str(args.baseline.resolve())
+        launch = f"import sys; sys.path.insert(0, {base!r}); from tipo.cli import main; raise SystemExit(main(sys.argv[1:]))"
+        contenders["baseline: tipo expand --dry-run"] = [py, "-c", launch, "expand", REQUEST, "--dry-run"]
+        contenders[f"baseline: tipo expand ({n_tokens} tokens)"] = [py, "-c", launch, "expand", REQUEST, "--seed",
+                                                                    str(SEED), "--threads", "1"]
     names = list(contenders)
     for name in names:  # warm-up: bytecode, tipo's cache, the OS file cache
         run_once(contenders[name], env)
     figures: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     first: list[tuple[float, float, float]] = []
-    tipo_cmd = contenders[names[-1]]
+    tipo_cmd = contenders[names[3]]
     for rep in range(args.reps):
         for name in names if rep % 2 == 0 else names[::-1]:
             figures[name].append(run_once(contenders[name], env))
@@ -107,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         walls = [w for w, _, _ in rows]
         print(f"| {name} | {cell(walls, 3)} | {cell([c for _, c, _ in rows], 3)} | "
               f"{cell([m for _, _, m in rows], 0)} | {statistics.median(walls) / bare:.2f} |")
-    print(f"\nRerun: `python -m eval.bench_startup --reps {args.reps}`")
+    again = f" --baseline {args.baseline}" if args.baseline is not None else ""
+    print(f"\nRerun: `python -m eval.bench_startup --reps {args.reps}{again}`")
     return 0
 
 
