@@ -152,7 +152,9 @@ def bench_model(label: str, model: str, backend: str, sizes: list[int], n: int, 
 
 def bench_sharing(label: str, model: str, backend: str, sizes: list[int], n: int, max_new: int, threads: int,
                   **options: object) -> list[str]:
-    """expand_batch over :func:`shared_requests` with prefill sharing on and off, per batch size."""
+    """expand_batch over :func:`shared_requests` with prefill sharing on and off, per batch size;
+    each twice, in the order on, off, off, on, so that a load that drifts during the run weighs on
+    both alike (the figures add up both runs)."""
     from tipo import Expander
 
     reqs, samps = shared_requests(n), samplings(n, max_new)
@@ -160,14 +162,16 @@ def bench_sharing(label: str, model: str, backend: str, sizes: list[int], n: int
     with Expander(model, backend=backend, n_threads=threads, **options) as ex:
         ex.expand_batch(reqs[:2], samps[:2], batch_size=2)  # warm up
         for size in sizes:
-            runs = {}
-            for share in (True, False):
+            runs: dict[bool, tuple] = {}
+            for share in (True, False, False, True):
                 t0 = time.perf_counter()
                 out = ex.expand_batch(reqs, samps, batch_size=size, share_prefixes=share)
                 secs = time.perf_counter() - t0
                 st = ex.batch_stats
-                runs[share] = (out, sum(e.provenance.generated_tokens for e in out) / secs, st.prompt_tokens,
-                               st.shared_tokens, secs)
+                tokens = sum(e.provenance.generated_tokens for e in out)
+                if share in runs:
+                    tokens, secs = tokens + runs[share][5], secs + runs[share][4]
+                runs[share] = (out, tokens / secs, st.prompt_tokens, st.shared_tokens, secs, tokens)
             on, off = runs[True], runs[False]
             same = [a.to_dict(timings=False) for a in on[0]] == [b.to_dict(timings=False) for b in off[0]]
             rows.append(f"| {label} | {size} | {on[1]:.1f} | {off[1]:.1f} | {on[1] / off[1]:.2f}x | "
@@ -251,7 +255,7 @@ def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
     print(f"{args.requests} requests with the same meta and target lines, each tag set twice (other seeds), "
           f"at most {args.max_new_tokens} new tokens, {args.threads} thread(s)\n")
     print("| model | batch | shared tok/s | unshared tok/s | shared vs unshared | prompt tokens evaluated, shared "
-          "| prompt tokens evaluated, unshared | seconds shared / unshared | same results |")
+          "| prompt tokens evaluated, unshared | seconds shared / unshared (two runs each) | same results |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for given in args.model:
         bench_sharing(Path(given).name, given, "llama", sizes, args.requests, args.max_new_tokens, args.threads)
