@@ -248,3 +248,13 @@ def test_cancel_stops_the_batch_and_leaves_the_model_ready(builtin, batch_size):
     with pytest.raises(Cancelled):
         builtin.expand_batch(reqs, samps, batch_size=batch_size, cancel=lambda: True)
     same_as_alone(builtin, reqs[:4], samps[:4], batch_size)  # nothing left over from the cancelled runs
+
+
+def test_bench_batch_runs_and_prints_its_tables(tiny_model, capsys):
+    from eval.bench_batch import main as bench
+
+    gguf = str(tiny_model.gguf_f16)
+    assert bench(["--model", gguf, "--requests", "4", "--seq-requests", "2", "--sizes", "2", "--max-new-tokens", "4"]) == 0
+    assert bench(["--shared", "--model", gguf, "--requests", "4", "--sizes", "2", "--max-new-tokens", "4"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny-f16.gguf | 2 |")]
+    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows)
