@@ -11,7 +11,8 @@ Models are random GGUF files of the TIPO-500M shape (``models.tiny.build_random`
 decodes, per request, the prompt tokens tipo planned and as many new tokens as tipo wrote for it
 (argmax, no rules), with the same batch size, several sequences per ``llama_decode`` and a
 sequence leaving when it has its count. "seq" is tipo's one-at-a-time ``expand`` over the same
-requests. expand_batch runs with prefill sharing off here, so that it evaluates the very tokens
+requests. Ratios are printed from wall time and from the process's CPU time (steadier on a loaded
+machine, where the CPU share a process gets drifts). expand_batch runs with prefill sharing off here, so that it evaluates the very tokens
 the raw engine does (``--shared`` measures sharing on against off). The machine's load moves the
 figures; the ratios of one run are the comparable part.
 """
@@ -52,8 +53,9 @@ def samplings(n: int, max_new: int):  # noqa: ANN201
     return [Sampling(seed=i, max_new_tokens=max_new) for i in range(n)]
 
 
-def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: int, threads: int) -> float:
-    """Seconds for raw llama.cpp to decode counts[i] tokens after prompts[i], ``batch`` sequences
+def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: int,
+                threads: int) -> tuple[float, float]:
+    """Wall and CPU seconds for raw llama.cpp to decode counts[i] tokens after prompts[i], ``batch`` sequences
     per llama_decode (a sequence leaves when done, the next joins), argmax sampling."""
     import llama_cpp as lc
 
@@ -80,7 +82,7 @@ def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: 
     waiting = list(range(len(prompts)))
     slots: dict[int, list[int]] = {}  # slot -> [request, pos, written, next token]
     free = list(range(batch))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while waiting or slots:
         feed = []
         while free and waiting:
@@ -114,11 +116,11 @@ def raw_batched(path: Path, prompts: list[list[int]], counts: list[int], batch: 
                 free.append(s)
             else:
                 st[3] = int(np.argmax(logits))
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     lc.llama_batch_free(b)
     lc.llama_free(ctx)
     lc.llama_model_free(model)
-    return secs
+    return secs, cpu
 
 
 def bench_model(label: str, model: str, backend: str, sizes: list[int], n: int, seq_n: int, max_new: int,
@@ -130,21 +132,23 @@ def bench_model(label: str, model: str, backend: str, sizes: list[int], n: int, 
     with Expander(model, backend=backend, n_threads=threads, **options) as ex:
         ex.expand_batch(reqs[:2], samps[:2], batch_size=2)  # warm up both paths
         ex.expand(reqs[0], samps[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         seq = [ex.expand(r, s) for r, s in zip(reqs[:seq_n], samps[:seq_n], strict=True)]
-        seq_tps = sum(e.provenance.generated_tokens for e in seq) / (time.perf_counter() - t0)
+        seq_tokens = sum(e.provenance.generated_tokens for e in seq)
+        seq_tps, seq_cpu_tps = seq_tokens / (time.perf_counter() - t0), seq_tokens / (time.process_time() - c0)
         prompts = [ex.backend.encode(plan(r, table=ex.table).prompt) for r in reqs]
         for size in sizes:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = ex.expand_batch(reqs, samps, batch_size=size, share_prefixes=False)  # the raw engine's work
-            secs = time.perf_counter() - t0
+            secs, cpu = time.perf_counter() - t0, time.process_time() - c0
             tokens = sum(e.provenance.generated_tokens for e in out)
             same = all(a.to_dict(timings=False) == b.to_dict(timings=False) for a, b in zip(seq, out, strict=False))
             counts = [max(1, e.provenance.generated_tokens) for e in out]
-            raw_tps = tokens / raw_batched(Path(model), prompts, counts, size, threads) if raw else None
+            raw_secs, raw_cpu = raw_batched(Path(model), prompts, counts, size, threads) if raw else (0.0, 0.0)
             tps = tokens / secs
             rows.append(f"| {label} | {size} | {tps:.1f} | {seq_tps:.1f} | {tps / seq_tps:.2f}x | "
-                        + (f"{raw_tps:.1f} | {tps / raw_tps:.2f}x" if raw_tps else "- | -")
+                        + (f"{tokens / raw_secs:.1f} | {raw_secs / secs:.2f}x" if raw else "- | -")
+                        + f" | {tokens / cpu / seq_cpu_tps:.2f}x | " + (f"{raw_cpu / cpu:.2f}x" if raw else "-")
                         + f" | {'yes' if same else 'NO'} |")
             print(rows[-1], flush=True)
     return rows
@@ -226,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.requests} requests (tags only, four length classes), at most {args.max_new_tokens} new tokens, "
           f"{args.threads} thread(s); seq = one at a time over the first {args.seq_requests}\n")
     print("| model | batch | expand_batch tok/s | seq tok/s | vs seq | raw llama.cpp batched tok/s | vs raw "
-          "| same results as seq |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+          "| vs seq, CPU time | vs raw, CPU time | same results as seq |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for given in args.model:
         bench_model(Path(given).name, given, "llama", sizes, args.requests, args.seq_requests, args.max_new_tokens,
                     args.threads, raw=True)
