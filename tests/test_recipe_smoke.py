@@ -62,3 +62,10 @@ def test_recipe_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert report["relevance"]["items"] == 4 and set(report["relevance"]["all"]) == {"model", "unigram", "cooccurrence"}
     assert report["summary"]["user_tags_kept"] == 1.0
     assert report["summary"]["duplicate_tags_final"] == 0
+
+    # The ranker analysis: the model's own ranking of the trained tags next to co-occurrence.
+    assert evaluate.main(["--run", str(run), "--rank-items", "4"]) == 0
+    rank = json.loads((run / "eval-rank.json").read_text())
+    assert rank["items"] >= 1 and rank["candidates"] > 0
+    assert set(rank["precision_at_k"]) == {"model", "cooccurrence"}
+    assert all(0.0 <= p <= 1.0 for row in rank["precision_at_k"].values() for p in row.values())

@@ -24,6 +24,11 @@ Relevance alone (a minute or two)::
 
     python -m models.train.evaluate --run runs/builtin --relevance-only
 
+What the model knows apart from sampling (the model on ``<run>/hf`` ranking every trained tag by its
+own probability, next to co-occurrence; a few minutes)::
+
+    python -m models.train.evaluate --run runs/builtin --rank-items 72
+
 Writes ``<run>/eval.json`` and ``<run>/eval.md`` (a Markdown table to paste); with ``--no-known-tags``
 (the model's own spelling, without tipo's known-tags-only rule) ``eval-free-tags.*``.
 """
@@ -327,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="llama.cpp threads (default: 1, steady on a shared machine; 0: llama.cpp's default)")
     p.add_argument("--relevance-only", action="store_true",
                    help="only the relevance evaluation (writes <out>-relevance.json / .md)")
+    p.add_argument("--rank-items", type=int, default=0,
+                   help="only the ranker analysis: on the tags items among the first N relevance items, precision "
+                        "at k of the model (<run>/hf, transformers) ranking every trained tag by its own probability, "
+                        "next to co-occurrence (writes <out>-rank.json)")
     p.add_argument("--out", type=Path, help="report name prefix (default: <run>/eval, or <run>/eval-free-tags "
                                              "with --no-known-tags)")
     return p
@@ -340,6 +349,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"{gguf} does not exist; run models.train.export --run {run} first")
     t0 = time.perf_counter()
     stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
+    if args.rank_items > 0:
+        from tipo.tags import default_table
+
+        from .relevance import Baselines, build_relevance_items, rank_precision
+
+        items = build_relevance_items(_records(run / "corpus" / "heldout.jsonl"), args.rank_items, args.seed)
+        rank = rank_precision(run / "hf", items, Baselines.fit(_records(run / "corpus" / "train.jsonl")),
+                              canonical=default_table().canonical)
+        rank_path = stem.with_name(stem.name + "-rank.json")
+        rank_path.write_text(json.dumps(rank, indent=2) + "\n", encoding="utf-8")
+        for method, row in rank["precision_at_k"].items():
+            print(f"{method}: precision at k " + ", ".join(f"{k}: {v:.1%}" for k, v in row.items()))
+        print(f"({rank['items']} tags items, {rank['candidates']} candidate tags); wrote {rank_path}")
+        return 0
     relevance = None
     if args.relevance_items > 0:
         from .relevance import relevance_markdown

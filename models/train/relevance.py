@@ -278,3 +278,64 @@ def relevance_markdown(report: dict) -> str:
     lines.append(f"Caption word validity (generated caption words that occur in the training captions): "
                  f"{report['caption_word_validity']:.1%} of {report['caption_words']} words.")
     return "\n".join(lines) + "\n"
+
+
+def rank_precision(hf_dir, items: Sequence[RelevanceItem], baselines: Baselines, canonical=lambda t: t,  # noqa: ANN001
+                   ks: Sequence[int] = (1, 2, 3, 5, 8), min_records: int = 3, batch: int = 256) -> dict[str, object]:
+    """Precision at k of the model used as a ranker, next to co-occurrence, on ``tags`` items.
+
+    Every tag carried by at least ``min_records`` training records is scored by the model's own
+    log-probability of ``, tag,`` after the request's prompt (transformers on ``hf_dir``; no sampling,
+    no decode rules), the given tags left out; the top k are compared with the item's remaining true
+    tags, as co-occurrence's top k are. An analysis of what the model knows, not how tipo decodes.
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tipo import Request, plan
+    from tipo.tokens import EOS_ID
+
+    from .prepare import Tokenizer
+
+    tok = Tokenizer(hf_dir)
+    with torch.random.fork_rng(devices=[]):
+        model = LlamaForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    cands = sorted(t for t, c in baselines.tag_freq.items() if c >= min_records)
+    tag_items = [i for i in items if i.kind == "tags"]
+    hits = {m: dict.fromkeys(ks, 0) for m in ("model", "cooccurrence")}
+    for item in tag_items:
+        prompt = plan(Request(", ".join(item.tags), length=item.length, output="both", width=item.width,
+                              height=item.height)).prompt
+        p_ids = tok.encode(prompt)
+        seqs, starts = [], []
+        for t in cands:
+            ids = tok.encode(prompt + ", " + t + ",")
+            s = 0
+            while s < len(p_ids) and ids[s] == p_ids[s]:
+                s += 1
+            seqs.append(ids)
+            starts.append(s)
+        scores: list[float] = []
+        with torch.inference_mode():
+            for b in range(0, len(seqs), batch):
+                chunk = seqs[b:b + batch]
+                x = torch.full((len(chunk), max(map(len, chunk))), EOS_ID, dtype=torch.long)
+                mask = torch.zeros_like(x)
+                for j, ids in enumerate(chunk):
+                    x[j, :len(ids)] = torch.tensor(ids)
+                    mask[j, :len(ids)] = 1
+                logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), -1)
+                for j, ids in enumerate(chunk):
+                    pos = torch.arange(starts[b + j], len(ids))
+                    scores.append(float(logp[j, pos - 1, torch.tensor(ids)[pos]].sum()))
+        given = {canonical(t) for t in item.given_tags}
+        truth = {canonical(t) for t in item.truth_tags}
+        ranked = [c for _, c in sorted(zip(scores, cands, strict=True), key=lambda z: (-z[0], z[1]))
+                  if canonical(c) not in given]
+        co = baselines.tags(list(item.given_tags), max(ks), "cooccurrence")
+        for k in ks:
+            hits["model"][k] += len({canonical(t) for t in ranked[:k]} & truth)
+            hits["cooccurrence"][k] += len({canonical(t) for t in co[:k]} & truth)
+    n = max(1, len(tag_items))
+    return {"items": len(tag_items), "candidates": len(cands),
+            "precision_at_k": {m: {str(k): round(h[k] / (k * n), 4) for k in ks} for m, h in hits.items()}}
