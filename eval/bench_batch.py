@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: prefill sharing on and off over requests with the same meta and target lines")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "tipo-bench"), help="where models are built")
     args = p.parse_args(argv)
-    from models.tiny import build_random
 
     sizes = [int(x) for x in args.sizes.split(",")]
     cache = Path(args.cache)
@@ -232,51 +232,47 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | batch | expand_batch tok/s | seq tok/s | vs seq | raw llama.cpp batched tok/s | vs raw "
           "| vs seq, CPU time | vs raw, CPU time | same results as seq |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    for label, path, backend, dtype in _contenders(args, cache):
+        hf = backend == "hf"
+        bench_model(label, path, backend, [s for s in sizes if s <= 16] if hf else sizes,
+                    min(args.requests, 16) if hf else args.requests,
+                    min(args.seq_requests, 4) if hf else args.seq_requests, args.max_new_tokens, args.threads,
+                    raw=not hf, **({"dtype": dtype} if hf else {}))
+    return 0
+
+
+def _contenders(args: argparse.Namespace, cache: Path) -> Iterator[tuple[str, str, str, str]]:
+    """(label, path, backend, dtype) of every model the arguments ask for, in table order: the
+    given files, else the random TIPO-500M-shape GGUFs (built on first use), then transformers."""
+    from models.tiny import build_random
+
     for given in args.model:
-        bench_model(Path(given).name, given, "llama", sizes, args.requests, args.seq_requests, args.max_new_tokens,
-                    args.threads, raw=True)
+        yield Path(given).name, given, "llama", ""
     for fmt in [] if args.model else [f for f in args.formats.split(",") if f]:
         path = cache / f"tipo-500m-random-{fmt}.gguf"
         if not path.exists():
             build_random("TIPO-500M", str(path), fmt)
-        bench_model(f"500M {fmt.upper()} llama.cpp", str(path), "llama", sizes, args.requests, args.seq_requests,
-                    args.max_new_tokens, args.threads, raw=True)
+        yield f"500M {fmt.upper()} llama.cpp", str(path), "llama", ""
     if args.hf:
         import torch
 
         torch.set_num_threads(args.threads)
         folder = random_hf(cache / "tipo-500m-random-hf")
         for dtype in ("float32", "bfloat16"):
-            bench_model(f"500M {dtype} transformers", str(folder), "hf", [s for s in sizes if s <= 16],
-                        min(args.requests, 16), min(args.seq_requests, 4), args.max_new_tokens, args.threads,
-                        raw=False, dtype=dtype)
-    return 0
+            yield f"500M {dtype} transformers", str(folder), "hf", dtype
 
 
 def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
-    from models.tiny import build_random
-
     print(f"{args.requests} requests with the same meta and target lines, each tag set twice (other seeds), "
           f"at most {args.max_new_tokens} new tokens, {args.threads} thread(s)\n")
     print("| model | batch | shared tok/s | unshared tok/s | shared vs unshared | prompt tokens evaluated, shared "
           "| prompt tokens evaluated, unshared | seconds shared / unshared (two runs each) | same results |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    for given in args.model:
-        bench_sharing(Path(given).name, given, "llama", sizes, args.requests, args.max_new_tokens, args.threads)
-    for fmt in [] if args.model else [f for f in args.formats.split(",") if f]:
-        path = cache / f"tipo-500m-random-{fmt}.gguf"
-        if not path.exists():
-            build_random("TIPO-500M", str(path), fmt)
-        bench_sharing(f"500M {fmt.upper()} llama.cpp", str(path), "llama", sizes, args.requests, args.max_new_tokens,
-                      args.threads)
-    if args.hf:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        folder = random_hf(cache / "tipo-500m-random-hf")
-        for dtype in ("float32", "bfloat16"):
-            bench_sharing(f"500M {dtype} transformers", str(folder), "hf", [s for s in sizes if s <= 16],
-                          min(args.requests, 16), args.max_new_tokens, args.threads, dtype=dtype)
+    for label, path, backend, dtype in _contenders(args, cache):
+        hf = backend == "hf"
+        bench_sharing(label, path, backend, [s for s in sizes if s <= 16] if hf else sizes,
+                      min(args.requests, 16) if hf else args.requests, args.max_new_tokens, args.threads,
+                      **({"dtype": dtype} if hf else {}))
     return 0
 
 
