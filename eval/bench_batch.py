@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -232,34 +233,44 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | batch | expand_batch tok/s | seq tok/s | vs seq | raw llama.cpp batched tok/s | vs raw "
           "| vs seq, CPU time | vs raw, CPU time | same results as seq |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    for label, path, backend, dtype in _contenders(args, cache):
-        hf = backend == "hf"
-        bench_model(label, path, backend, [s for s in sizes if s <= 16] if hf else sizes,
-                    min(args.requests, 16) if hf else args.requests,
-                    min(args.seq_requests, 4) if hf else args.seq_requests, args.max_new_tokens, args.threads,
-                    raw=not hf, **({"dtype": dtype} if hf else {}))
+    for c in _contenders(args, cache, sizes):
+        bench_model(c.label, c.path, c.backend, c.sizes, c.requests, c.seq_requests, args.max_new_tokens,
+                    args.threads, raw=c.backend == "llama", **c.options)
     return 0
 
 
-def _contenders(args: argparse.Namespace, cache: Path) -> Iterator[tuple[str, str, str, str]]:
-    """(label, path, backend, dtype) of every model the arguments ask for, in table order: the
-    given files, else the random TIPO-500M-shape GGUFs (built on first use), then transformers."""
+class _Contender(NamedTuple):
+    label: str
+    path: str
+    backend: str
+    sizes: list[int]
+    requests: int
+    seq_requests: int
+    options: dict[str, object]
+
+
+def _contenders(args: argparse.Namespace, cache: Path, sizes: list[int]) -> Iterator[_Contender]:
+    """Every model the arguments ask for, in table order: the given files, else the random
+    TIPO-500M-shape GGUFs (built on first use), then transformers (batch sizes up to 16, at most 16
+    requests and 4 sequential ones: a CPU forward of that shape is slow)."""
     from models.tiny import build_random
 
     for given in args.model:
-        yield Path(given).name, given, "llama", ""
+        yield _Contender(Path(given).name, given, "llama", sizes, args.requests, args.seq_requests, {})
     for fmt in [] if args.model else [f for f in args.formats.split(",") if f]:
         path = cache / f"tipo-500m-random-{fmt}.gguf"
         if not path.exists():
             build_random("TIPO-500M", str(path), fmt)
-        yield f"500M {fmt.upper()} llama.cpp", str(path), "llama", ""
+        yield _Contender(f"500M {fmt.upper()} llama.cpp", str(path), "llama", sizes, args.requests,
+                         args.seq_requests, {})
     if args.hf:
         import torch
 
         torch.set_num_threads(args.threads)
-        folder = random_hf(cache / "tipo-500m-random-hf")
+        folder = str(random_hf(cache / "tipo-500m-random-hf"))
         for dtype in ("float32", "bfloat16"):
-            yield f"500M {dtype} transformers", str(folder), "hf", dtype
+            yield _Contender(f"500M {dtype} transformers", folder, "hf", [s for s in sizes if s <= 16],
+                             min(args.requests, 16), min(args.seq_requests, 4), {"dtype": dtype})
 
 
 def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
@@ -268,11 +279,8 @@ def main_shared(args: argparse.Namespace, sizes: list[int], cache: Path) -> int:
     print("| model | batch | shared tok/s | unshared tok/s | shared vs unshared | prompt tokens evaluated, shared "
           "| prompt tokens evaluated, unshared | seconds shared / unshared (two runs each) | same results |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    for label, path, backend, dtype in _contenders(args, cache):
-        hf = backend == "hf"
-        bench_sharing(label, path, backend, [s for s in sizes if s <= 16] if hf else sizes,
-                      min(args.requests, 16) if hf else args.requests, args.max_new_tokens, args.threads,
-                      **({"dtype": dtype} if hf else {}))
+    for c in _contenders(args, cache, sizes):
+        bench_sharing(c.label, c.path, c.backend, c.sizes, c.requests, args.max_new_tokens, args.threads, **c.options)
     return 0
 
 
