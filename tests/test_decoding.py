@@ -26,6 +26,7 @@ from tipo.decoding import (
     StopCondition,
     ValueStartsWithSpace,
 )
+from tipo.errors import RequestError
 from tipo.planner import plan
 from tipo.request import Request, Sampling
 from tipo.sampling import MinP, Sampler, TopK, TopP
@@ -51,6 +52,8 @@ def only(rule, request, vocab, completion, logits=None):
     ctx = DecodeContext(plan(request), vocab)
     step = Step(DecodeState.from_text(ctx, completion), logits, np.zeros(vocab.size, dtype=bool))
     rule(ctx).apply(step)
+    if step.open_ids is not None:  # a rule that names the open ids names exactly those of its mask
+        assert step.open_ids.tolist() == np.flatnonzero(~step.mask).tolist()
     return step.mask
 
 
@@ -300,6 +303,42 @@ def test_top_k_fast_paths_give_the_general_answer():
                 assert TopK(k).candidates(logits, banned).tolist() == want
                 tried += 1
     assert tried == 4 * 12 * 4
+
+
+def test_sampler_on_the_open_ids_draws_what_the_whole_vocabulary_draws():
+    """Given the ids a rule leaves open, the sampler looks only at them and draws the same tokens as
+    from the whole masked vocabulary: penalties, ties (top-k by argpartition), greedy, NaN and
+    overflowing logits included."""
+    rng = np.random.default_rng(3)
+    settings = [Sampling(seed=1), Sampling(seed=2, temperature=0), Sampling(seed=3, top_k=0, top_p=1.0, min_p=0.0),
+                Sampling(seed=4, top_k=5, repetition_penalty=0.8), Sampling(seed=5, top_k=200, temperature=1.5)]
+    tried = 0
+    for size in (40, 300, 4013):
+        for case in range(10):
+            logits = (rng.normal(size=size) * 3).astype(np.float32)
+            if case % 3 == 1:
+                logits = np.round(logits)  # ties
+            if case % 5 == 2:
+                logits[rng.integers(0, size, 3)] = np.nan
+                logits[rng.integers(0, size, 3)] = np.float32(3e38)
+            banned = rng.random(size) < rng.choice([0.5, 0.9, 0.99])
+            open_ids = np.flatnonzero(~banned)
+            context = rng.integers(0, size, 30).tolist()
+            for sampling in settings:
+                whole, among = Sampler(sampling), Sampler(sampling)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    for _ in range(3):
+                        assert _pick_or_error(whole, logits, context, banned) == _pick_or_error(
+                            among, logits, context, banned, open_ids)
+                tried += 1
+    assert tried == 3 * 10 * len(settings)
+
+
+def _pick_or_error(sampler: Sampler, *args: object) -> object:
+    try:
+        return sampler.pick(*args)  # type: ignore[arg-type]
+    except RequestError as exc:
+        return str(exc)
 
 
 def test_sampler_is_seeded_locally_and_reproducible():

@@ -318,11 +318,13 @@ class DecodeState:
 @dataclass
 class Step:
     """One decoding step: the state, the model's scores and the mask of forbidden token ids
-    (True = forbidden) the rules narrow."""
+    (True = forbidden) the rules narrow. ``open_ids``: set by the last rule when it leaves only a
+    few ids open, those ids in ascending order (the sampler then looks at them alone)."""
 
     state: DecodeState
     logits: np.ndarray | None
     mask: np.ndarray
+    open_ids: np.ndarray | None = None
 
 
 class Rule:
@@ -715,8 +717,9 @@ class KnownTagsOnly(_TagLineRule):
         if ok.any():
             # Only the admitted ids stay open: they were open (finite after the mask), so this is
             # the mask ORed with "everything but them".
+            step.open_ids = np.sort(order[ok])
             mask.fill(True)
-            mask[order[ok]] = False
+            mask[step.open_ids] = False
         else:
             self._only_enders(mask)
 
@@ -909,6 +912,7 @@ class DecodeRules:
         mask.fill(False)
         step = Step(st, logits, mask)
         for rule in self._live:
+            step.open_ids = None  # a rule's list of open ids holds only until another rule runs
             if rule.apply(step):
                 break
         return step
@@ -974,7 +978,7 @@ class Sequence:
             self.done = True
             return None
         step = self.rules.apply(st, logits, self._mask)
-        token = self.sampler.pick(logits, self.context, step.mask)
+        token = self.sampler.pick(logits, self.context, step.mask, step.open_ids)
         if token == self.rules.vocab.eos_id:
             self.reason = "eos"
             self.done = True

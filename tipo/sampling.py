@@ -66,16 +66,21 @@ class TopK:
             if fast is not None:
                 return fast
         if allowed is not None and 4 * allowed < logits.size:  # few left: look only at those
-            finite = (~banned).nonzero()[0]  # type: ignore[operator]
-            finite = finite[np.isfinite(logits[finite])]
-        else:
-            finite = np.flatnonzero(np.isfinite(logits))
-        if self.k and self.k < finite.size:
-            part = np.argpartition(logits[finite], -self.k)[-self.k :]
-            finite = finite[part]
+            ids = (~banned).nonzero()[0]  # type: ignore[operator]
+            return self.among(ids, logits[ids])[0]
+        return self.among(np.arange(logits.size), logits)[0]
+
+    def among(self, ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The general path: the candidates among ``ids`` (ascending) whose logits are ``values``,
+        and their logits, best first. Only finite logits count; ties are broken by token id."""
+        finite = np.isfinite(values)
+        ids, values = ids[finite], values[finite]
+        if self.k and self.k < ids.size:
+            part = np.argpartition(values, -self.k)[-self.k :]
+            ids, values = ids[part], values[part]
         # Best first; ties broken by token id so results never depend on sort internals.
-        order = np.lexsort((finite, -logits[finite]))
-        return finite[order]
+        order = np.lexsort((ids, -values))
+        return ids[order], values[order]
 
 
 def _top_k_small(logits: np.ndarray, k: int) -> np.ndarray | None:
@@ -238,17 +243,35 @@ class Sampler:
             self.penalty.apply(self._context_ids(context, work.size), work)
         return work
 
-    def pick(self, logits: np.ndarray, context: Sequence[int] | np.ndarray, banned: np.ndarray | None = None) -> int:
-        """Pick the next token id. ``banned`` is a boolean mask of forbidden ids."""
-        work = self._scores(logits, context, banned)
+    def _scores_among(self, logits: np.ndarray, context: Sequence[int] | np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """:meth:`_scores` at ``ids`` only: the same numbers, the rest of the vocabulary untouched."""
+        work = np.asarray(logits[ids], dtype=np.float32)
+        if self.penalty.penalty != 1.0 and len(context):
+            self._context_ids(context, logits.size)
+            self.penalty.apply(self._ctx_seen[ids].nonzero()[0], work)  # type: ignore[index]
+        return work
+
+    def pick(self, logits: np.ndarray, context: Sequence[int] | np.ndarray, banned: np.ndarray | None = None,
+             open_ids: np.ndarray | None = None) -> int:
+        """Pick the next token id. ``banned`` is a boolean mask of forbidden ids; ``open_ids``, when
+        a rule knows them, the ids it leaves open in ascending order (the other logits are then
+        not looked at: the token drawn is the same)."""
+        if open_ids is None:
+            work = self._scores(logits, context, banned)
+        else:
+            work = self._scores_among(logits, context, open_ids)
         if self.settings.temperature < GREEDY_BELOW:  # too small to divide by: greedy
             if not np.isfinite(work).any():
                 raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
-            return int(np.argmax(work))
-        ids = self.top_k.candidates(work, banned)
+            best = int(np.argmax(work))  # the first of equal bests: the lowest id either way
+            return best if open_ids is None else int(open_ids[best])
+        if open_ids is None:
+            ids = self.top_k.candidates(work, banned)
+            cand = work[ids]
+        else:
+            ids, cand = self.top_k.among(open_ids, work)
         if ids.size == 0:
             raise RequestError("every token is forbidden at this step; loosen the ban list or length class")
-        cand = work[ids]
         # candidates are sorted best first, so exp(logit - max) of a prefix is a prefix of this
         z = _shifted_exp(cand, best_first=True) if self.top_p.p < 1.0 or self.min_p.p > 0.0 else None
         n = self.top_p.keep(cand, z)
