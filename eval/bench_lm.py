@@ -204,29 +204,47 @@ def clocks() -> tuple[float, float]:
 
 class EvalTimer:
     """Times a Llama object's ``eval`` calls (instance attribute, removed on exit): the first call's
-    end (the prompt is evaluated) and the seconds spent in later calls (one token each)."""
+    end (the prompt is evaluated) and the seconds spent in later calls (one token each).
 
-    def __init__(self, llm) -> None:  # noqa: ANN001
+    ``steps``: (object, method name) of the call that evaluates one token when it is not
+    ``llm.eval`` (tipo's llama.cpp backend hands single tokens to llama_decode itself); those calls
+    are then the ones timed after the prompt."""
+
+    def __init__(self, llm, steps: tuple[object, str] | None = None) -> None:  # noqa: ANN001
         self.llm = llm
+        self.steps = steps or (llm, "eval")
         self.prompt_done: tuple[float, float] | None = None
         self.step_seconds = 0.0
 
     def __enter__(self) -> EvalTimer:
-        original = self.llm.eval
+        original_eval = self.llm.eval
+        owner, name = self.steps
+        original_step = getattr(owner, name)
+        steps_by_eval = owner is self.llm and name == "eval"
 
-        def timed(tokens):  # noqa: ANN001, ANN202
+        def timed_eval(tokens):  # noqa: ANN001, ANN202
             t0 = time.perf_counter()
-            original(tokens)
+            original_eval(tokens)
             if self.prompt_done is None:
                 self.prompt_done = clocks()
-            else:
+            elif steps_by_eval:
                 self.step_seconds += time.perf_counter() - t0
 
-        self.llm.eval = timed
+        def timed_step(*args):  # noqa: ANN002, ANN202
+            t0 = time.perf_counter()
+            original_step(*args)
+            self.step_seconds += time.perf_counter() - t0
+
+        self.llm.eval = timed_eval
+        if not steps_by_eval:
+            setattr(owner, name, timed_step)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        del self.llm.eval  # back to the class method
+        del self.llm.eval  # back to the class methods
+        owner, name = self.steps
+        if not (owner is self.llm and name == "eval"):
+            delattr(owner, name)
 
 
 def raw_decode(llm, ids: list[int], n: int, seed: int) -> tuple[int, float, float, float]:  # noqa: ANN001
@@ -258,7 +276,7 @@ def tipo_decode(ex, req, n: int, seed: int):  # noqa: ANN001, ANN201
 
     # The raw runs share this Llama object; tipo evaluates the whole prompt afresh on every request (no
     # KV-prefix reuse), outside the timed decode span, as the raw runs do (reset=True, another prompt state).
-    with EvalTimer(ex.backend._llm) as timer:
+    with EvalTimer(ex.backend._llm, steps=(ex.backend, "_decode_one")) as timer:
         prov = ex.expand(req, Sampling(seed=seed, max_new_tokens=n)).provenance
         cpu = time.process_time()
     assert timer.prompt_done is not None

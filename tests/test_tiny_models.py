@@ -516,3 +516,26 @@ def test_q8_0_model_evaluates_a_prompt_through_the_backend_on_amx_cpus(tiny_mode
     run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(run.stdout.strip()) > 0
+
+
+def test_llama_backend_steps_leave_what_llama_eval_leaves(llama_cpp, tiny_model):
+    """The backend hands single tokens to llama_decode itself: the logits are bit for bit those of
+    ``Llama.eval``, and the Llama object's token count and record are as eval leaves them."""
+    from tipo.backends.llama import LlamaCppBackend
+
+    backend = LlamaCppBackend(tiny_model.gguf_f32, n_threads=1, n_ctx=64)
+    ids = backend.encode("tag: 1girl, forest")
+    try:
+        ours = [backend.start(ids).copy()] + [backend.step(t).copy() for t in (5, 17, 5)]
+        llm = backend._llm
+        assert llm.n_tokens == len(ids) + 3
+        assert llm.input_ids[: llm.n_tokens].tolist() == [*ids, 5, 17, 5]
+        llm.n_tokens = 0
+        theirs = []
+        for tokens in (ids, [5], [17], [5]):
+            llm.eval(tokens)
+            theirs.append(backend._logits().copy())
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.tobytes() == b.tobytes()
+    finally:
+        backend.close()

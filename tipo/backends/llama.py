@@ -103,6 +103,8 @@ class LlamaCppBackend(Backend):
         llm = self._llm
         self._n_vocab = int(llm.n_vocab())
         self._row_type = ctypes.c_float * self._n_vocab
+        self._row_address = 0
+        self._row = np.zeros(0, dtype=np.float32)
         if self._n_vocab != len(header.tokens):
             self.close()
             raise ModelError(f"{self.path.name}: llama.cpp reads {self._n_vocab} tokens where the header lists "
@@ -119,6 +121,7 @@ class LlamaCppBackend(Backend):
             self._protocol[tid] = True
         self._protocol[np.asarray(header.token_types) == _USER_DEFINED] = True
         self._ids: list[int] = []
+        self._one = llama_cpp.llama_batch_init(1, 0, 1)  # the batch of step(): one token of sequence 0
         self._threads = threads
         self._n_gpu_layers = n_gpu_layers
 
@@ -135,11 +138,14 @@ class LlamaCppBackend(Backend):
         return encode_prompt(text, self._encode_text, self._added, self._bos)
 
     def _logits(self) -> np.ndarray:
-        # A view of llama.cpp's logits row (valid until the next evaluation), made without a new
-        # ctypes array type per call: it runs once per token.
-        ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
-        row = self._row_type.from_address(ctypes.addressof(ptr.contents))
-        return np.frombuffer(row, dtype=np.float32)  # type: ignore[call-overload]
+        # A view of llama.cpp's logits row (valid until the next evaluation). It runs once per
+        # token and the row stays at one address from token to token, so the view is made anew
+        # only when the address changes.
+        address = ctypes.addressof(self._lib.llama_get_logits_ith(self._llm.ctx, -1).contents)
+        if address != self._row_address:
+            self._row = np.frombuffer(self._row_type.from_address(address), dtype=np.float32)  # type: ignore[call-overload]
+            self._row_address = address
+        return self._row
 
     def start(self, ids: list[int]) -> np.ndarray:
         if len(ids) > self.n_ctx:
@@ -154,11 +160,31 @@ class LlamaCppBackend(Backend):
         return self._logits()
 
     def step(self, token: int) -> np.ndarray:
-        if self._llm.n_tokens >= self.n_ctx:
+        llm = self._llm
+        n = llm.n_tokens
+        if n >= self.n_ctx:
             raise ModelError(f"the context of {self.n_ctx} tokens is full")
-        self._llm.eval([token])
+        self._decode_one(token, n)
         self._ids.append(token)
         return self._logits()
+
+    def _decode_one(self, token: int, n: int) -> None:
+        """``llm.eval([token])`` at position ``n``, without its per-call Python (a cache trim with
+        nothing to cut, a batch filled in a loop): the same one-token batch goes to llama_decode,
+        and the Llama object's token record is kept as eval keeps it."""
+        llm = self._llm
+        b = self._one
+        b.n_tokens = 1
+        b.token[0] = token
+        b.pos[0] = n
+        b.n_seq_id[0] = 1
+        b.seq_id[0][0] = 0
+        b.logits[0] = True
+        rc = self._lib.llama_decode(llm.ctx, b)
+        if rc != 0:
+            raise ModelError(f"llama_decode failed ({rc}) on token {n + 1} of the context")
+        llm.input_ids[n] = token
+        llm.n_tokens = n + 1
 
     def batched(self, n_seq: int, n_ctx_seq: int) -> LlamaBatch:
         """A second context on the same weights that decodes up to ``n_seq`` sequences per
@@ -167,6 +193,9 @@ class LlamaCppBackend(Backend):
         return LlamaBatch(self, n_seq, n_ctx_seq)
 
     def close(self) -> None:
+        if getattr(self, "_one", None) is not None:
+            self._lib.llama_batch_free(self._one)
+            self._one = None
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()
