@@ -329,7 +329,10 @@ class Step:
 
 class Rule:
     """A decode-time rule. ``apply`` narrows ``step.mask`` (OR into it) and returns True when
-    it decided the step alone (the rules after it are skipped)."""
+    it decided the step alone (the rules after it are skipped). ``tag_lines_only``: the rule
+    never acts outside tag lines, so it is not called there."""
+
+    tag_lines_only = False
 
     def __init__(self, ctx: DecodeContext) -> None:
         self.ctx = ctx
@@ -384,6 +387,8 @@ class ValueStartsWithSpace(Rule):
 
 class _TagLineRule(Rule):
     """A rule that acts only on tag lines (the ``tag:`` line and the meta lines)."""
+
+    tag_lines_only = True
 
     def apply(self, step: Step) -> bool:
         if step.state.line_is_tags:
@@ -897,6 +902,7 @@ class DecodeRules:
             factories.append(KnownTagsOnly)
         self.rules: list[Rule] = [make(self.ctx) for make in factories]
         self._live = [rule for rule in self.rules if not rule.idle()]  # the rules that can act here
+        self._live_off_tags = [rule for rule in self._live if not rule.tag_lines_only]  # ... off tag lines
         self.stop_condition = StopCondition(self.ctx)
 
     def new_state(self) -> DecodeState:
@@ -911,7 +917,7 @@ class DecodeRules:
         with the tokens forbidden now."""
         mask.fill(False)
         step = Step(st, logits, mask)
-        for rule in self._live:
+        for rule in self._live if st.line_is_tags else self._live_off_tags:
             step.open_ids = None  # a rule's list of open ids holds only until another rule runs
             if rule.apply(step):
                 break

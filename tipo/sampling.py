@@ -275,10 +275,14 @@ class Sampler:
         # candidates are sorted best first, so exp(logit - max) of a prefix is a prefix of this
         z = _shifted_exp(cand, best_first=True) if self.top_p.p < 1.0 or self.min_p.p > 0.0 else None
         n = self.top_p.keep(cand, z)
-        n = min(n, self.min_p.keep(cand[:n], None if z is None else z[:n]))
+        if n > 1:  # min-p always keeps the best candidate
+            n = min(n, self.min_p.keep(cand[:n], None if z is None else z[:n]))
         return self._draw(ids, cand, n)
 
     def _draw(self, ids: np.ndarray, cand: np.ndarray, n: int) -> int:
+        if n == 1:  # a draw among one candidate picks it; the generator moves on as the draw would
+            self.rng.random()
+            return int(ids[0])
         ids, cand = ids[:n], cand[:n]
         z = _shifted_exp(cand / np.float32(self.settings.temperature), best_first=True)
         cum = (z / float(z.sum())).cumsum()
