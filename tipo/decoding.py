@@ -585,7 +585,7 @@ class ForbiddenWords(Rule):
         super().__init__(ctx)
         m = ctx.forbidden.matcher
         self.active = bool(m.phrases or m.caption_phrases or m.patterns)
-        self.static = np.zeros(ctx.vocab.size, dtype=bool)
+        self.static = np.zeros(0, dtype=np.intp)  # tokens never written in a caption
         self.endings: tuple[str, ...] = ()
         self._before: tuple[str, tuple[str, ...]] = ("", ())  # the text before the last word, its words
         # What the tokens after a word being written do, per (the words before it that a phrase
@@ -600,9 +600,8 @@ class ForbiddenWords(Rule):
             return
         forbidden = ctx.forbidden
         # Tokens holding a forbidden word whole ("  nude ") are never written in a caption.
-        for i, ws in ctx.vocab.inner_words:
-            if any(forbidden.word_reason(ws[:k], w) for k, w in enumerate(ws)):
-                self.static[i] = True
+        self.static = np.array([i for i, ws in ctx.vocab.inner_words
+                                if any(forbidden.word_reason(ws[:k], w) for k, w in enumerate(ws))], dtype=np.intp)
         self.endings = m.caption_last_words
 
     def idle(self) -> bool:
@@ -613,7 +612,8 @@ class ForbiddenWords(Rule):
         if not self.active or st.field not in _CAPTION_FIELDS or st.line_is_tags or st.pending_key is not None:
             return False
         mask, v = step.mask, self.vocab
-        np.logical_or(mask, self.static, out=mask)
+        if self.static.size:
+            mask[self.static] = True
         line = st.line
         cut = len(line)  # the word being written: the letters and digits at the end ([^\W_]*\Z)
         while cut and line[cut - 1].isalnum():
