@@ -1,6 +1,9 @@
 """The ban box (tipo.bans): plain whole-word tags, wildcards, regular expressions, aliases,
 the reference's legacy strings, and captions. No model."""
 
+import itertools
+import re
+
 import pytest
 
 from tipo.bans import BanList, TermMatcher, split_ban_box, words
@@ -81,3 +84,25 @@ def test_union_and_allowed_phrases():
     assert m.tag_reason("witch hat") == "b"
     assert m.word_reason(["chicken"], "breast") == "a"
     assert not TermMatcher()
+
+
+def test_context_of_keeps_every_previous_word_a_caption_answer_depends_on():
+    """word_reason answers the same after the words context_of keeps as after all of them:
+    phrases of up to three words, plural forms, allowed phrases that reach back, regexes."""
+    m = TermMatcher({("pubic", "hair"): "a", ("see", "through", "clothes"): "b", ("hat",): "c"},
+                    patterns=((re.compile("nud"), "d"),),
+                    caption_phrases={("wet", "shirt"): "e"},
+                    allowed=frozenset({("big", "hat"), ("red", "wet", "shirt")}))
+    assert m.word_context == 2
+    vocab = ["pubic", "see", "through", "throughs", "wet", "red", "big", "girl", "hairs", "the"]
+    lasts = ["hair", "hairs", "clothes", "shirt", "hat", "hats", "nude", "tree"]
+    tried = 0
+    for n in range(4):
+        for previous in itertools.product(vocab, repeat=n):
+            kept = m.context_of(previous)
+            assert len(kept) <= 2 and tuple(previous[len(previous) - len(kept):]) == kept
+            for word in lasts:
+                assert m.word_reason(kept, word) == m.word_reason(previous, word), (previous, word)
+                tried += 1
+    assert m.context_of(("the", "girl")) == () and m.context_of(("girl", "see", "through")) == ("see", "through")
+    assert tried == 8 * (1 + 10 + 100 + 1000)

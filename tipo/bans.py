@@ -193,6 +193,22 @@ class TermMatcher:
         """How many of the previous words :meth:`word_reason` looks at (the rest never matter)."""
         return max(self._max_len - 1, 0)
 
+    @functools.cached_property
+    def _phrase_words(self) -> frozenset[str]:
+        """The words of the forbidden and allowed phrases of two or more words."""
+        return frozenset(w for p in (*self.phrases, *self.caption_phrases, *self.allowed) if len(p) > 1 for w in p)
+
+    def context_of(self, previous: Sequence[str]) -> tuple[str, ...]:
+        """The previous words :meth:`word_reason` can depend on: at most :attr:`word_context` of
+        them, and none before the last one that no phrase of two or more words holds (in any
+        form), since every phrase that reaches back over a word holds it."""
+        n = self.word_context
+        out = tuple(previous[len(previous) - n:]) if n else ()
+        for i in range(len(out) - 1, -1, -1):
+            if self._phrase_words.isdisjoint(word_forms(out[i])):
+                return out[i + 1:]
+        return out
+
     def word_reason(self, previous: Sequence[str], word: str) -> str | None:
         """Why a caption word (with the caption's ``previous`` words before it) is forbidden."""
         if not word:

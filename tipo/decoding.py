@@ -587,7 +587,8 @@ class ForbiddenWords(Rule):
         self.active = bool(m.phrases or m.caption_phrases or m.patterns)
         self.static = np.zeros(0, dtype=np.intp)  # tokens never written in a caption
         self.endings: tuple[str, ...] = ()
-        self._before: tuple[str, tuple[str, ...]] = ("", ())  # the text before the last word, its words
+        # The text before the last word, and its words that a phrase can reach (TermMatcher.context_of).
+        self._before: tuple[str, tuple[str, ...]] = ("", ())
         # What the tokens after a word being written do, per (the words before it that a phrase
         # can reach, the word so far): shared by the requests that forbid the same terms.
         key = ctx.forbidden.cache_key
@@ -595,7 +596,7 @@ class ForbiddenWords(Rule):
             {} if key is None else _shared(self.vocab, "forbidden words", ctx.forbidden.table, key))
         self._after: dict[str, list[tuple[str, np.ndarray]]] = (
             {} if key is None else _shared(self.vocab, "forbidden word endings", ctx.forbidden.table, key))
-        self._context = m.word_context
+        self._context = m.context_of
         if not self.active:
             return
         forbidden = ctx.forbidden
@@ -621,10 +622,9 @@ class ForbiddenWords(Rule):
         partial = line[cut:].lower()
         before = line[: len(line) - len(partial)]
         if before != self._before[0]:
-            self._before = (before, words(before)[-4:])
+            self._before = (before, self._context(words(before)))
         prev = self._before[1]
-        key = (prev[max(len(prev) - self._context, 0) :], partial)  # what the answer depends on
-        hit = self._hits.get(key)
+        hit = self._hits.get((prev, partial))
         if hit is None:
             hit = self._work_out(prev, partial)
         ids, eos = hit
@@ -645,7 +645,7 @@ class ForbiddenWords(Rule):
         hit = (np.concatenate(groups) if groups else None, bool(partial and forbidden.word_reason(prev, partial)))
         if len(self._hits) > 4096:
             self._hits.clear()
-        self._hits[(prev[max(len(prev) - self._context, 0) :], partial)] = hit
+        self._hits[(prev, partial)] = hit
         return hit
 
     def _endings_after(self, partial: str) -> list[tuple[str, np.ndarray]]:
