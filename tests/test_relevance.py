@@ -42,3 +42,25 @@ def test_scores_reward_the_true_tags_and_words_at_an_equal_budget():
         assert report["all"]["cooccurrence"]["tags"]["written"] == written
     assert good["caption_word_validity"] > 0.5 and bad["caption_word_validity"] > 0.5
     assert content_words("The the cat, a CAT!") == ["cat"]
+
+
+def test_neighbours_weigh_pictures_that_carry_all_the_given_tags_most():
+    base = Baselines.fit([*TRAIN, Record("e", "coco", ["cat", "dog", "bird"], captions=["A cat, a dog, a bird."] * 2)])
+    # only picture e carries both cat and dog: its bird outranks what pictures with one of them carry
+    assert base.tags(["cat", "dog"], 1, "neighbours") == ["bird"]
+    assert base.tags(["cat", "dog"], 1, "cooccurrence") != ["bird"]
+    assert "cat" not in base.tags(["cat"], 10, "neighbours")
+
+
+def test_first_k_precision_counts_the_first_tags_written():
+    from models.train.relevance import first_k_precision, relevance_markdown
+
+    base = Baselines.fit(TRAIN)
+    items = [i for i in build_relevance_items(HELD * 4, 4, seed=0) if i.kind == "tags"]
+    first = items[0].truth_tags[0]
+    outputs = [{"new_tags": [first, "dog", "frisbee"], "caption": ""} for _ in items]
+    got = first_k_precision(items, outputs, base)
+    assert got["model"]["1"] == 1.0 and got["model"]["3"] == pytest.approx(1 / 3, abs=1e-4)
+    assert got["model"]["8"] == got["model"]["3"]  # of the three written
+    report = score_relevance(items, outputs, base)
+    assert report["first_k"] == got and "| neighbours |" in relevance_markdown(report)

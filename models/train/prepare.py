@@ -39,7 +39,7 @@ from tipo.tokens import ADDED_TOKENS, EOS_ID, encode_spm, split_added
 
 from .captions import STOP_ALIASES, STOP_TAGS, CaptionTagger
 from .corpus import DATA_DIR, SOURCES, Record, extra_prompts, load_coco, load_dpg, load_user, split_records
-from .samples import LENGTH_WEIGHTS, TASK_WEIGHTS, Sample, make_samples
+from .samples import LENGTH_WEIGHTS, TASK_WEIGHTS, Sample, make_samples, tag_frequencies
 
 __all__ = ["Tokenizer", "load_tokenizer", "main", "tokenize_samples"]
 
@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each length class among the samples, e.g. very_short=0.75,short=0.1 (classes not "
                         "named keep their default; default: "
                         + ",".join(f"{k}={v}" for k, v in LENGTH_WEIGHTS.items()) + ")")
+    p.add_argument("--tag-order", choices=("shuffled", "frequency"), default="shuffled",
+                   help="order of the tags a sample asks for: shuffled, or most frequent in the train split first "
+                        "(default: shuffled)")
     p.add_argument("--task-weights", type=_weights(TASK_WEIGHTS), default=dict(TASK_WEIGHTS),
                    help="share of each task among the samples, e.g. plain=0.4 (tasks not named keep their default; "
                         "default: " + ",".join(f"{k}={v}" for k, v in TASK_WEIGHTS.items()) + ")")
@@ -178,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"records: {len(train_recs)} train, {len(held_recs)} held out ({Counter(r.source for r in records)})")
 
     # 2. samples (tipo.planner.build_sample), seeded; the held-out seed differs from the train seed
-    mix = {"weights": args.length_weights, "task_weights": args.task_weights}
+    mix = {"weights": args.length_weights, "task_weights": args.task_weights,
+           "tag_order": tag_frequencies(train_recs) if args.tag_order == "frequency" else None}
     train_s = make_samples(train_recs, round(len(train_recs) * args.samples_per_record), seed=args.seed * 2 + 1, **mix)
     held_s = make_samples(held_recs, max(1, round(len(held_recs) * args.heldout_samples_per_record)),
                           seed=args.seed * 2 + 2, **mix)

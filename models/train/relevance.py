@@ -27,6 +27,11 @@ equal budget:
 - ``cooccurrence``: tags (words) ranked by ``sum over given tags u of P(t | u)`` counted over
   training records (the unigram frequency breaks ties and fills up when no given tag was seen).
 
+Precision of the first k new tags (k = 1, 2, 3, 5, 8) is reported too, for the model, for
+co-occurrence and, to show how much room counting leaves, for a second count-based estimator:
+``neighbours`` ranks tags by the training pictures that carry them, each weighing the cube of the
+share of the given tags it carries (the pictures that carry all of them count most).
+
 Example:
     >>> from models.train.corpus import Record
     >>> train = [Record("a", "coco", ["cat", "window", "sill"], captions=["A cat on a window sill."] * 2),
@@ -96,6 +101,7 @@ class Baselines:
     word_freq: Counter
     word_pair: dict[str, Counter]
     corpus_words: frozenset[str]
+    tag_sets: tuple[frozenset[str], ...] = ()
 
     @classmethod
     def fit(cls, records: Iterable[Record]) -> Baselines:
@@ -104,8 +110,10 @@ class Baselines:
         tag_pair: dict[str, Counter] = defaultdict(Counter)
         word_pair: dict[str, Counter] = defaultdict(Counter)
         vocab: set[str] = set()
+        tag_sets = []
         for rec in records:
             tags = list(dict.fromkeys(rec.tags))
+            tag_sets.append(frozenset(tags))
             text = _record_text(rec)
             vocab.update(words(text))
             cw = content_words(text)
@@ -114,7 +122,7 @@ class Baselines:
             for u in tags:
                 tag_pair[u].update(t for t in tags if t != u)
                 word_pair[u].update(cw)
-        return cls(tag_freq, dict(tag_pair), word_freq, dict(word_pair), frozenset(vocab))
+        return cls(tag_freq, dict(tag_pair), word_freq, dict(word_pair), frozenset(vocab), tuple(tag_sets))
 
     @staticmethod
     def _rank(given: Sequence[str], n: int, freq: Counter, pair: dict[str, Counter], method: str,
@@ -141,7 +149,21 @@ class Baselines:
 
     def tags(self, given: Sequence[str], n: int, method: str) -> list[str]:
         """The ``n`` tags this baseline writes after the ``given`` tags."""
+        if method == "neighbours":
+            return self._neighbours(given, n)
         return self._rank(given, n, self.tag_freq, self.tag_pair, method, set(given))
+
+    def _neighbours(self, given: Sequence[str], n: int) -> list[str]:
+        want = set(given)
+        total = sum(self.tag_freq.values()) or 1
+        scores = {t: 1e-6 * c / total for t, c in self.tag_freq.items()}  # ties and fill-up, as co-occurrence
+        for tags in self.tag_sets:
+            shared = len(want & tags)
+            if shared:
+                weight = (shared / len(want)) ** 3
+                for t in tags:
+                    scores[t] = scores.get(t, 0.0) + weight
+        return sorted((t for t in scores if t not in want), key=lambda t: (-scores[t], t))[:n]
 
     def words(self, given: Sequence[str], given_words: Iterable[str], n: int, method: str) -> list[str]:
         """The ``n`` caption content words this baseline writes for the ``given`` tags."""
@@ -255,7 +277,31 @@ def score_relevance(items: Sequence[RelevanceItem], outputs: Sequence[dict], bas
         }
     report["caption_word_validity"] = round(valid[0] / valid[1], 4) if valid[1] else 0.0
     report["caption_words"] = valid[1]
+    report["first_k"] = first_k_precision(items, outputs, baselines, canonical)
     return report
+
+
+FIRST_K = (1, 2, 3, 5, 8)
+FIRST_K_METHODS = ("model", "cooccurrence", "neighbours")
+
+
+def first_k_precision(items: Sequence[RelevanceItem], outputs: Sequence[dict], baselines: Baselines,
+                      canonical=lambda t: t) -> dict[str, dict[str, float]]:  # noqa: ANN001
+    """Precision of the first k new tags (of those written, when fewer than k) per method, all items."""
+    hits = {m: dict.fromkeys(FIRST_K, 0) for m in FIRST_K_METHODS}
+    wrote = {m: dict.fromkeys(FIRST_K, 0) for m in FIRST_K_METHODS}
+    for item, out in zip(items, outputs, strict=True):
+        truth = {canonical(t) for t in item.truth_tags}
+        given = {canonical(t) for t in item.given_tags}
+        ranked = {"model": [t for t in dict.fromkeys(canonical(t) for t in out["new_tags"]) if t not in given]}
+        for method in FIRST_K_METHODS[1:]:
+            ranked[method] = [canonical(t) for t in baselines.tags(list(item.given_tags), max(FIRST_K), method)]
+        for method, tags in ranked.items():
+            for k in FIRST_K:
+                hits[method][k] += len(set(tags[:k]) & truth)
+                wrote[method][k] += len(tags[:k])
+    return {m: {str(k): round(hits[m][k] / wrote[m][k], 4) if wrote[m][k] else 0.0 for k in FIRST_K}
+            for m in FIRST_K_METHODS}
 
 
 def relevance_markdown(report: dict) -> str:
@@ -277,6 +323,12 @@ def relevance_markdown(report: dict) -> str:
     lines.append("")
     lines.append(f"Caption word validity (generated caption words that occur in the training captions): "
                  f"{report['caption_word_validity']:.1%} of {report['caption_words']} words.")
+    first = report.get("first_k")
+    if first:
+        lines += ["", "Precision of the first k new tags (all items; the estimators rank every training tag):", "",
+                  "| k | " + " | ".join(str(k) for k in FIRST_K) + " |", "|---|" + "---|" * len(FIRST_K)]
+        for method, row in first.items():
+            lines.append(f"| {method} | " + " | ".join(f"{row[str(k)]:.1%}" for k in FIRST_K) + " |")
     return "\n".join(lines) + "\n"
 
 

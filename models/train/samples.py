@@ -30,7 +30,8 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from tipo.planner import META_KEYS, Field, Task, build_sample
@@ -39,7 +40,7 @@ from tipo.tags import SPECIAL_TAGS
 
 from .corpus import Record
 
-__all__ = ["LENGTH_WEIGHTS", "TASK_WEIGHTS", "Sample", "length_of", "make_samples"]
+__all__ = ["LENGTH_WEIGHTS", "TASK_WEIGHTS", "Sample", "length_of", "make_samples", "tag_frequencies"]
 
 PLAIN = "plain"
 #: Share of each task among the samples (renormalised over the tasks a record can feed).
@@ -196,6 +197,22 @@ class _Pool:
         return chosen
 
 
+def _frequency_first(tags: list[str], given: int, n_special: int, lead: set[str],
+                     freq: Mapping[str, int]) -> list[str]:
+    """``tags`` with the asked-for part (after the ``given`` prefix) reordered: special tags stay
+    first, then the lead record's general tags, then the partners', each most frequent first
+    (ties keep their shuffled order)."""
+    head, rest = tags[:given], tags[given:]
+    special = [t for t in rest if tags.index(t) < n_special]
+    own = [t for t in rest if t not in special and t in lead]
+    other = [t for t in rest if t not in special and t not in lead]
+
+    def key(t: str) -> int:
+        return -freq.get(t, 0)
+
+    return head + special + sorted(own, key=key) + sorted(other, key=key)
+
+
 def _captions(rec: Record, rng: random.Random, sentences: int, short_index: int | None) -> str:
     """A paragraph of up to ``sentences`` captions of a record (not the one used as the short)."""
     if rec.captions:
@@ -205,13 +222,25 @@ def _captions(rec: Record, rng: random.Random, sentences: int, short_index: int 
     return " ".join(rec.long.split("\n"))
 
 
+def tag_frequencies(records: Iterable[Record]) -> Counter[str]:
+    """How many records carry each tag (the order ``make_samples(tag_order=...)`` writes tags in)."""
+    freq: Counter[str] = Counter()
+    for rec in records:
+        freq.update(set(rec.tags))
+    return freq
+
+
 def make_samples(records: Sequence[Record], count: int, seed: int, *,
                  weights: Mapping[str, float] = LENGTH_WEIGHTS,
-                 task_weights: Mapping[str, float] = TASK_WEIGHTS) -> list[Sample]:
+                 task_weights: Mapping[str, float] = TASK_WEIGHTS,
+                 tag_order: Mapping[str, int] | None = None) -> list[Sample]:
     """Draw ``count`` samples from ``records`` (one split), reproducibly for a given seed.
 
     The first record of each sample cycles through the records in a seeded order, so every
-    record leads about ``count / len(records)`` samples.
+    record leads about ``count / len(records)`` samples. ``tag_order`` (tag -> count, e.g.
+    :func:`tag_frequencies` of the train split): the tags a sample asks for are written most
+    frequent first (the lead's, then the partners'), so a model learns to write the tags most
+    likely to belong to the picture first; the tags given stay a random choice in random order.
     """
     if not records:
         raise ValueError("make_samples needs at least one record")
@@ -236,6 +265,7 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
             part = [t for t in rec.tags if t not in SPECIAL_TAGS and t not in general]
             rng.shuffle(part)
             general += part
+        lead_general = set(general[: len(set(lead.tags) - set(special))])
         if length is Length.VERY_SHORT:  # all of its record's tags (at most the class's 17)
             target = TAG_COUNTS[Length.VERY_SHORT][1]
         general = general[: max(0, target - len(special))]
@@ -268,6 +298,8 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
         given = 0
         if Field.TAG in fields and tags:
             given = len(tags) if open_field is Field.LONG else rng.randint(0, len(tags) - 1)
+        if tag_order is not None and given < len(tags):
+            tags = _frequency_first(tags, given, len(special), lead_general, tag_order)
         meta = {META_CATEGORY[k]: list(v) for k, v in lead.meta.items() if v and rng.random() < 0.8}
         ratio = lead.ratio if rng.random() < 0.8 else None
         prompt, completion = build_sample(task, length, tags=tags, given_tags=given, short=short, long=long,
