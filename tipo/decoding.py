@@ -722,7 +722,8 @@ class KnownTagsOnly(_TagLineRule):
         if ok.any():
             # Only the admitted ids stay open: they were open (finite after the mask), so this is
             # the mask ORed with "everything but them".
-            step.open_ids = np.sort(order[ok])
+            step.open_ids = order[ok]
+            step.open_ids.sort()
             mask.fill(True)
             mask[step.open_ids] = False
         else:
@@ -743,12 +744,12 @@ class KnownTagsOnly(_TagLineRule):
                     flag[found] = True
                     ok[simple] = flag[ids[simple]]
                     flag[found] = False
-                for j in np.flatnonzero(~simple).tolist():
+                for j in (~simple).nonzero()[0].tolist():
                     ok[j] = self._accept(int(ids[j]), partial, content, seen)
                 return ok
         status, keys, by_key = self._memo_for(partial, content)
         codes = status[ids]
-        for j in np.flatnonzero(codes < 0).tolist():
+        for j in (codes < 0).nonzero()[0].tolist():
             i = int(ids[j])
             text = self.vocab.texts[i]
             info = self._info(partial, text, content) if text else False
