@@ -64,3 +64,19 @@ def test_first_k_precision_counts_the_first_tags_written():
     assert got["model"]["8"] == got["model"]["3"]  # of the three written
     report = score_relevance(items, outputs, base)
     assert report["first_k"] == got and "| neighbours |" in relevance_markdown(report)
+
+
+def test_direct_ranker_learns_the_task_and_leaves_the_global_random_state_alone():
+    torch = pytest.importorskip("torch")
+    from models.train.relevance import direct_ranker_precision
+
+    train = TRAIN * 10
+    base = Baselines.fit(train)
+    items = build_relevance_items(HELD * 4, 4, seed=0)
+    before = torch.random.get_rng_state().clone()
+    got = direct_ranker_precision(items, train, base, epochs=100, draws=4, hidden=32)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert got["items"] == len(items) and got["pairs"] == 4 * len(train)
+    # every held-out tag co-occurs with the given cat tags in training: both rank them first
+    assert got["precision_at_k"]["direct"]["1"] == 1.0 == got["precision_at_k"]["cooccurrence"]["1"]
+    assert got == direct_ranker_precision(items, train, base, epochs=100, draws=4, hidden=32)  # seeded

@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="llama.cpp threads (default: 1, steady on a shared machine; 0: llama.cpp's default)")
     p.add_argument("--relevance-only", action="store_true",
                    help="only the relevance evaluation (writes <out>-relevance.json / .md)")
+    p.add_argument("--direct-epochs", type=int, default=0,
+                   help="only the data's headroom: train a small network for N epochs directly on the relevance task "
+                        "(given tags -> remaining tags) and print its precision at k next to co-occurrence's on the "
+                        "relevance items (needs torch; a few minutes)")
     p.add_argument("--rank-items", type=int, default=0,
                    help="only the ranker analysis: on the tags items among the first N relevance items, precision "
                         "at k of the model (<run>/hf, transformers) ranking every trained tag by its own probability, "
@@ -344,11 +348,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Path = args.run
+    t0 = time.perf_counter()
+    stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
+    if args.direct_epochs > 0:
+        from tipo.tags import default_table
+
+        from .relevance import Baselines, build_relevance_items, direct_ranker_precision
+
+        train = _records(run / "corpus" / "train.jsonl")
+        items = build_relevance_items(_records(run / "corpus" / "heldout.jsonl"), args.relevance_items, args.seed)
+        direct = direct_ranker_precision(items, train, Baselines.fit(train), canonical=default_table().canonical,
+                                         epochs=args.direct_epochs)
+        direct_path = stem.with_name(stem.name + "-direct.json")
+        direct_path.write_text(json.dumps(direct, indent=2) + "\n", encoding="utf-8")
+        for method, row in direct["precision_at_k"].items():
+            print(f"{method}: precision at k " + ", ".join(f"{k}: {v:.1%}" for k, v in row.items()))
+        print(f"({direct['items']} items, {direct['pairs']} training pairs, {direct['epochs']} epochs); wrote {direct_path}")
+        return 0
     gguf = args.gguf or run / "tipo-builtin.gguf"
     if not gguf.is_file():
         raise SystemExit(f"{gguf} does not exist; run models.train.export --run {run} first")
-    t0 = time.perf_counter()
-    stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
     if args.rank_items > 0:
         from tipo.tags import default_table
 
