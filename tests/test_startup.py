@@ -111,3 +111,32 @@ def test_known_tags_are_cached_by_the_trained_list_and_survive_damage(monkeypatc
     for damaged in (b"", files[0].read_bytes()[:-7], files[0].read_bytes().replace(b"forest", b"fxrest")):
         files[0].write_bytes(damaged)  # truncated or altered: ignored and rebuilt
         assert known(["forest", "smile", "nude"]) == {"forest", "smile"}
+
+
+def test_the_cache_keeps_a_few_files_of_each_kind_and_nothing_else_is_touched(monkeypatch, tmp_path):
+    from tipo import tags
+
+    monkeypatch.setenv("TIPO_CACHE", str(tmp_path))
+    mine = tmp_path / "notes.marshal"  # a user's file in a shared folder: never removed
+    mine.write_bytes(b"x")
+    lookalike = tmp_path / "tag-table-notakey-py311.marshal"
+    lookalike.write_bytes(b"x")
+    old_tmp = tmp_path / ".tag-table-0123456789abcdef0123-py311.marshal.abc123.tmp"  # a killed writer's
+    old_tmp.write_bytes(b"x")
+    os.utime(old_tmp, (1, 1))
+    new_tmp = tmp_path / ".tag-table-1123456789abcdef0123-py311.marshal.abc124.tmp"  # a writer at work
+    new_tmp.write_bytes(b"x")
+    header = tmp_path / f"gguf-{'a' * 32}.marshal"
+    header.write_bytes(b"x")
+    table = TagTable.from_tsv_lines(["cat\t0\t10\t"])
+    keys = [f"{k:024x}" for k in range(7)]
+    for age, key in enumerate(keys):
+        tags.cache_table("tag-table", key, table)
+        path = tags._cache_path("tag-table", key)
+        os.utime(path, (1000 + age, 1000 + age))  # written in this order
+    left = sorted(p.name for p in tmp_path.iterdir())
+    kept = [k for k in keys if tags._cache_path("tag-table", k).name in left]
+    assert kept == keys[-tags.CACHE_KEEP_DEFAULT:]  # the newest few, the one just written among them
+    assert tags.cached_table("tag-table", keys[-1]) is not None
+    assert mine.exists() and lookalike.exists() and header.exists() and new_tmp.exists()
+    assert not old_tmp.exists()

@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -415,7 +416,8 @@ def _table_from_payload(payload: bytes) -> TagTable:
 
 def write_atomic(path: Path, data: bytes) -> bool:
     """Write a cache file whole or not at all (a temporary file renamed over it); False when the
-    folder cannot be written (a read-only or full disk: the next start works it out again)."""
+    folder cannot be written (a read-only or full disk: the next start works it out again).
+    Then the cache is pruned (:func:`prune_cache`)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -429,7 +431,52 @@ def write_atomic(path: Path, data: bytes) -> bool:
             raise
     except OSError:
         return False
+    prune_cache(path)
     return True
+
+
+#: The most files of one kind (``gguf-<key>``, ``tag-index-<key>``, ...) the cache folder keeps;
+#: writing one more removes the oldest beyond it. Everything there is worked out again when missing.
+CACHE_KEEP: dict[str, int] = {"gguf": 256}
+CACHE_KEEP_DEFAULT = 4
+#: Temporary files a killed process left behind are removed once they are this old (seconds).
+CACHE_TMP_AGE = 3600
+_CACHE_NAME = re.compile(r"(?P<kind>.+?)-[0-9a-f]{16,}(?:-py[0-9]+)?\.marshal")
+_CACHE_TMP = re.compile(r"\.(?P<name>.+\.marshal)\.[^./]+\.tmp")
+
+
+def prune_cache(written: Path) -> None:
+    """Remove, in ``written``'s folder, the oldest cache files of its kind beyond
+    :data:`CACHE_KEEP` (by modification time; ``written`` stays) and temporary files older than
+    :data:`CACHE_TMP_AGE`. Only names tipo's cache writes are touched (``<kind>-<hex key>[-pyNN].marshal``
+    and their temporary files), so other files in a shared folder are never removed."""
+    match = _CACHE_NAME.fullmatch(written.name)
+    if match is None:
+        return
+    kind = match["kind"]
+    keep = CACHE_KEEP.get(kind, CACHE_KEEP_DEFAULT)
+    same: list[tuple[int, str]] = []
+    stale: list[str] = []
+    try:
+        now = time.time()
+        with os.scandir(written.parent) as entries:
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False) or entry.name == written.name:
+                    continue
+                tmp = _CACHE_TMP.fullmatch(entry.name)
+                if tmp is not None and _CACHE_NAME.fullmatch(tmp["name"]) is not None:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > CACHE_TMP_AGE:
+                        stale.append(entry.name)
+                    continue
+                other = _CACHE_NAME.fullmatch(entry.name)
+                if other is not None and other["kind"] == kind:
+                    same.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+    except OSError:
+        return
+    same.sort(reverse=True)
+    for name in stale + [name for _, name in same[max(0, keep - 1):]]:
+        with contextlib.suppress(OSError):
+            os.unlink(written.parent / name)
 _INDEX_MAGIC = b"tipo-tag-index\x00\x01"
 _WHOLE_LOCK = threading.Lock()
 
