@@ -260,7 +260,8 @@ class TagTable:
     def _sorted_content(self) -> list[str]:
         general = {n for n, c in self.categories.items() if c is Category.GENERAL}
         general |= {a for a, n in self.aliases.items() if n in general}
-        return sorted(general | SPECIAL_TAGS)
+        general |= SPECIAL_TAGS
+        return [n for n in self._sorted_names if n in general]  # a subset of the names: no second sort
 
     def is_prefix(self, text: str, content_only: bool = False, exclude: frozenset[str] | set[str] = frozenset(),
                   look: int = 64) -> bool:
@@ -632,15 +633,16 @@ class _IndexedTable(TagTable):
         import array
         import itertools
 
-        # Code point order, which is the UTF-8 bytes' order that lookups compare in.
-        keys = sorted({*table.categories, *table.aliases})
+        # Code point order, which is the UTF-8 bytes' order that lookups compare in (the table's
+        # sorted names hold every name and alias, and the fixed-list tags: no second sort).
+        categories, aliases = table.categories, table.aliases
+        keys = [k for k in table._sorted_names if k in categories or k in aliases]
         try:
             encoded = [k.encode("utf-8") for k in keys]
         except UnicodeEncodeError:  # a lone surrogate in a table built by hand: keep no index
             return
         where = {k: i for i, k in enumerate(keys)}
         index = {c: i for i, c in enumerate(_CATEGORY_LIST)}
-        categories, aliases = table.categories, table.aliases
         off = array.array("I", [0])
         off.extend(itertools.accumulate(map(len, encoded)))
         cat = array.array("b", [index[categories[k]] if k in categories else -1 for k in keys])
