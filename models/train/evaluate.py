@@ -345,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_precision(path: Path, report: dict, what: str) -> None:
+    """Write an analysis report (JSON) and print its precision-at-k rows."""
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for method, row in report["precision_at_k"].items():
+        print(f"{method}: precision at k " + ", ".join(f"{k}: {v:.1%}" for k, v in row.items()))
+    print(f"({what}); wrote {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Path = args.run
@@ -359,11 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = build_relevance_items(_records(run / "corpus" / "heldout.jsonl"), args.relevance_items, args.seed)
         direct = direct_ranker_precision(items, train, Baselines.fit(train), canonical=default_table().canonical,
                                          epochs=args.direct_epochs)
-        direct_path = stem.with_name(stem.name + "-direct.json")
-        direct_path.write_text(json.dumps(direct, indent=2) + "\n", encoding="utf-8")
-        for method, row in direct["precision_at_k"].items():
-            print(f"{method}: precision at k " + ", ".join(f"{k}: {v:.1%}" for k, v in row.items()))
-        print(f"({direct['items']} items, {direct['pairs']} training pairs, {direct['epochs']} epochs); wrote {direct_path}")
+        _write_precision(stem.with_name(stem.name + "-direct.json"), direct,
+                         f"{direct['items']} items, {direct['pairs']} training pairs, {direct['epochs']} epochs")
         return 0
     gguf = args.gguf or run / "tipo-builtin.gguf"
     if not gguf.is_file():
@@ -376,11 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = build_relevance_items(_records(run / "corpus" / "heldout.jsonl"), args.rank_items, args.seed)
         rank = rank_precision(run / "hf", items, Baselines.fit(_records(run / "corpus" / "train.jsonl")),
                               canonical=default_table().canonical)
-        rank_path = stem.with_name(stem.name + "-rank.json")
-        rank_path.write_text(json.dumps(rank, indent=2) + "\n", encoding="utf-8")
-        for method, row in rank["precision_at_k"].items():
-            print(f"{method}: precision at k " + ", ".join(f"{k}: {v:.1%}" for k, v in row.items()))
-        print(f"({rank['items']} tags items, {rank['candidates']} candidate tags); wrote {rank_path}")
+        _write_precision(stem.with_name(stem.name + "-rank.json"), rank,
+                         f"{rank['items']} tags items, {rank['candidates']} candidate tags")
         return 0
     relevance = None
     if args.relevance_items > 0:
