@@ -47,6 +47,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -121,8 +122,18 @@ def machine_info(threads: int) -> dict[str, object]:
         "llama-cpp-python": version("llama_cpp_python"),
         "tipo-kgen": version("tipo-kgen"),
         "numpy": version("numpy"),
-        "tipo": version("tipo"),
+        "tipo": f"{version('tipo-prompt')} (commit {_commit()})",
     }
+
+
+def _commit() -> str:
+    """The checkout's commit (what a figure was measured on), or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 # --- the requests ---------------------------------------------------------------------------------
