@@ -69,3 +69,11 @@ def test_recipe_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert rank["items"] >= 1 and rank["candidates"] > 0
     assert set(rank["precision_at_k"]) == {"model", "cooccurrence"}
     assert all(0.0 <= p <= 1.0 for row in rank["precision_at_k"].values() for p in row.values())
+
+    # The data's headroom: a network trained directly on the relevance task, next to co-occurrence;
+    # and a folder that is no run is named, not a traceback.
+    assert evaluate.main(["--run", str(run), "--direct-epochs", "1", "--relevance-items", "4"]) == 0
+    direct = json.loads((run / "eval-direct.json").read_text())
+    assert direct["items"] == 4 and set(direct["precision_at_k"]) == {"direct", "cooccurrence"}
+    with pytest.raises(SystemExit, match="no corpus/train.jsonl"):
+        evaluate.main(["--run", str(tmp_path / "not-a-run"), "--direct-epochs", "1"])

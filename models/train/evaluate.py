@@ -356,6 +356,9 @@ def _write_precision(path: Path, report: dict, what: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Path = args.run
+    for split in ("train", "heldout"):
+        if not (run / "corpus" / f"{split}.jsonl").is_file():
+            raise SystemExit(f"{run} has no corpus/{split}.jsonl; give the folder models.train.prepare --out wrote")
     t0 = time.perf_counter()
     stem = args.out or run / ("eval" if args.known_tags else "eval-free-tags")
     if args.direct_epochs > 0:
