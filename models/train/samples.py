@@ -197,20 +197,13 @@ class _Pool:
         return chosen
 
 
-def _frequency_first(tags: list[str], given: int, n_special: int, lead: set[str],
-                     freq: Mapping[str, int]) -> list[str]:
+def _frequency_first(tags: list[str], given: int, lead: set[str], freq: Mapping[str, int]) -> list[str]:
     """``tags`` with the asked-for part (after the ``given`` prefix) reordered: special tags stay
-    first, then the lead record's general tags, then the partners', each most frequent first
-    (ties keep their shuffled order)."""
-    head, rest = tags[:given], tags[given:]
-    special = [t for t in rest if tags.index(t) < n_special]
-    own = [t for t in rest if t not in special and t in lead]
-    other = [t for t in rest if t not in special and t not in lead]
-
-    def key(t: str) -> int:
-        return -freq.get(t, 0)
-
-    return head + special + sorted(own, key=key) + sorted(other, key=key)
+    first, then the lead record's tags, then the partners', each most frequent first (ties keep
+    their shuffled order)."""
+    rest = tags[given:]
+    kinds = {t: 0 if t in SPECIAL_TAGS else 1 if t in lead else 2 for t in rest}
+    return tags[:given] + sorted(rest, key=lambda t: (kinds[t], -freq.get(t, 0) if kinds[t] else 0))
 
 
 def _captions(rec: Record, rng: random.Random, sentences: int, short_index: int | None) -> str:
@@ -265,7 +258,6 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
             part = [t for t in rec.tags if t not in SPECIAL_TAGS and t not in general]
             rng.shuffle(part)
             general += part
-        lead_general = set(general[: len(set(lead.tags) - set(special))])
         if length is Length.VERY_SHORT:  # all of its record's tags (at most the class's 17)
             target = TAG_COUNTS[Length.VERY_SHORT][1]
         general = general[: max(0, target - len(special))]
@@ -299,7 +291,7 @@ def make_samples(records: Sequence[Record], count: int, seed: int, *,
         if Field.TAG in fields and tags:
             given = len(tags) if open_field is Field.LONG else rng.randint(0, len(tags) - 1)
         if tag_order is not None and given < len(tags):
-            tags = _frequency_first(tags, given, len(special), lead_general, tag_order)
+            tags = _frequency_first(tags, given, set(lead.tags), tag_order)
         meta = {META_CATEGORY[k]: list(v) for k, v in lead.meta.items() if v and rng.random() < 0.8}
         ratio = lead.ratio if rng.random() < 0.8 else None
         prompt, completion = build_sample(task, length, tags=tags, given_tags=given, short=short, long=long,
