@@ -289,6 +289,17 @@ FIRST_K = (1, 2, 3, 5, 8)
 FIRST_K_METHODS = ("model", "cooccurrence", "neighbours")
 
 
+def _add_hits(hits: dict[int, int], ranked: Sequence[str], truth: set[str], canonical) -> None:  # noqa: ANN001
+    """Add, for every k of ``hits``, how many of the first k of ``ranked`` are true."""
+    for k in hits:
+        hits[k] += len({canonical(t) for t in ranked[:k]} & truth)
+
+
+def _at_k(hits: dict[str, dict[int, int]], n: int) -> dict[str, dict[str, float]]:
+    """Precision at k per method, from hits over ``n`` rankings of at least k tags each."""
+    return {m: {str(k): round(h[k] / (k * max(1, n)), 4) for k in h} for m, h in hits.items()}
+
+
 def first_k_precision(items: Sequence[RelevanceItem], outputs: Sequence[dict], baselines: Baselines,
                       canonical=lambda t: t) -> dict[str, dict[str, float]]:  # noqa: ANN001
     """Precision of the first k new tags (of those written, when fewer than k) per method, all items."""
@@ -301,8 +312,8 @@ def first_k_precision(items: Sequence[RelevanceItem], outputs: Sequence[dict], b
         for method in FIRST_K_METHODS[1:]:
             ranked[method] = [canonical(t) for t in baselines.tags(list(item.given_tags), max(FIRST_K), method)]
         for method, tags in ranked.items():
+            _add_hits(hits[method], tags, truth, lambda t: t)  # already canonical
             for k in FIRST_K:
-                hits[method][k] += len(set(tags[:k]) & truth)
                 wrote[method][k] += len(tags[:k])
     return {m: {str(k): round(hits[m][k] / wrote[m][k], 4) if wrote[m][k] else 0.0 for k in FIRST_K}
             for m in FIRST_K_METHODS}
@@ -388,13 +399,9 @@ def rank_precision(hf_dir, items: Sequence[RelevanceItem], baselines: Baselines,
         truth = {canonical(t) for t in item.truth_tags}
         ranked = [c for _, c in sorted(zip(scores, cands, strict=True), key=lambda z: (-z[0], z[1]))
                   if canonical(c) not in given]
-        co = baselines.tags(list(item.given_tags), max(ks), "cooccurrence")
-        for k in ks:
-            hits["model"][k] += len({canonical(t) for t in ranked[:k]} & truth)
-            hits["cooccurrence"][k] += len({canonical(t) for t in co[:k]} & truth)
-    n = max(1, len(tag_items))
-    return {"items": len(tag_items), "candidates": len(cands),
-            "precision_at_k": {m: {str(k): round(h[k] / (k * n), 4) for k in ks} for m, h in hits.items()}}
+        _add_hits(hits["model"], ranked, truth, canonical)
+        _add_hits(hits["cooccurrence"], baselines.tags(list(item.given_tags), max(ks), "cooccurrence"), truth, canonical)
+    return {"items": len(tag_items), "candidates": len(cands), "precision_at_k": _at_k(hits, len(tag_items))}
 
 
 def direct_ranker_precision(items: Sequence[RelevanceItem], records: Sequence[Record], baselines: Baselines,
@@ -454,11 +461,8 @@ def direct_ranker_precision(items: Sequence[RelevanceItem], records: Sequence[Re
                 x = multi_hot([given])
                 scores = net(x)[0].masked_fill(x[0].bool(), -float("inf"))
                 top = [vocab[i] for i in scores.argsort(descending=True)[: max(ks)].tolist()]
-                co = baselines.tags(list(item.given_tags), max(ks), "cooccurrence")
                 truth = {canonical(t) for t in item.truth_tags}
-                for k in ks:
-                    hits["direct"][k] += len({canonical(t) for t in top[:k]} & truth)
-                    hits["cooccurrence"][k] += len({canonical(t) for t in co[:k]} & truth)
-    n = max(1, len(items))
-    return {"items": len(items), "pairs": len(pairs), "epochs": epochs,
-            "precision_at_k": {m: {str(k): round(h[k] / (k * n), 4) for k in ks} for m, h in hits.items()}}
+                _add_hits(hits["direct"], top, truth, canonical)
+                _add_hits(hits["cooccurrence"], baselines.tags(list(item.given_tags), max(ks), "cooccurrence"), truth,
+                          canonical)
+    return {"items": len(items), "pairs": len(pairs), "epochs": epochs, "precision_at_k": _at_k(hits, len(items))}
